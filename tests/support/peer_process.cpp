@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <thread>
 
@@ -81,9 +82,10 @@ std::optional<std::string> peer_process::read_line(std::chrono::milliseconds tim
         }
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0 || stdout_fd_ < 0) return std::nullopt;
+        if (stdout_fd_ < 0) return std::nullopt;
+        // A zero or spent timeout still takes what is already in the pipe.
         pollfd pfd{stdout_fd_, POLLIN, 0};
-        int ready = poll(&pfd, 1, static_cast<int>(left.count()));
+        int ready = poll(&pfd, 1, static_cast<int>(std::max<long>(left.count(), 0)));
         if (ready < 0 && errno == EINTR) continue;
         if (ready <= 0) return std::nullopt;
         char buffer[1024];

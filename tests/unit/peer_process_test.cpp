@@ -50,3 +50,14 @@ TEST_CASE("An unknown peer role fails with a clear exit status") {
     REQUIRE(peer.started());
     CHECK(peer.wait_exit(10s) == 2);
 }
+
+TEST_CASE("Reports written just before a peer exits are all collected") {
+    std::vector<std::string> args;
+    for (int i = 0; i < 200; ++i) args.push_back("value" + std::to_string(i));
+    peer_process peer("reporter", args);
+    REQUIRE(peer.started());
+    std::this_thread::sleep_for(200ms); // let it finish before anything is read
+    CHECK(peer.wait_exit(10s) == 200);
+    CHECK(peer.reports().size() == 201);
+    CHECK(peer.reports().at("arg199") == "value199");
+}
