@@ -77,6 +77,7 @@ int echo_server(const std::vector<std::string>& args) {
         return 1;
     }
     report("port", port);
+    std::fprintf(stderr, "server: listening on %s:%d (rdma_cm, RC)\n", address.c_str(), port);
     uint32_t posted = std::min<uint32_t>(messages, 64);
     if (int rc = endpoint.accept(posted)) {
         report("error", std::string("accept: ") + strerrordesc_np(-rc));
@@ -134,6 +135,8 @@ int echo_server(const std::vector<std::string>& args) {
     // The client now moves its QP to error and disconnects: that must reach us as a CM event.
     int event = endpoint.next_cm_event(60s);
     report("cm_event", event_name(event));
+    std::fprintf(stderr, "server: %u messages received and checked; then rdma_cm told us: %s\n",
+                 received, event_name(event));
     if (event == RDMA_CM_EVENT_DISCONNECTED) endpoint.disconnect();
     report("teardown", endpoint.teardown());
     report_leftovers();
@@ -152,6 +155,7 @@ int flush_client(const std::vector<std::string>& args) {
         report("error", std::string("connect: ") + strerrordesc_np(-rc));
         return 1;
     }
+    std::fprintf(stderr, "client: connected to %s:%u, QP %u\n", address.c_str(), port, endpoint.qp()->qp_num);
     const auto started = std::chrono::steady_clock::now();
     uint32_t sent = 0, echoed = 0, mismatches = 0;
     uint64_t bytes = 0;
@@ -318,6 +322,12 @@ TEST_CASE("RC queue pairs exchange 10,000 mixed-size messages, then a QP in erro
             CHECK_MESSAGE(as_number(*side, std::string("left_") + type) == 0, type);
     }
     const auto after = rdma_resource_counts();
+    auto show = [](const std::map<std::string, long>& counts) {
+        std::string text;
+        for (const auto& [type, count] : counts) text += type + " " + std::to_string(count) + " ";
+        return text;
+    };
+    MESSAGE("rdma resource show, before: " << show(before) << "/ after: " << show(after));
     for (const auto& [type, count] : before) {
         INFO("resource " << type);
         CHECK(after.at(type) == count);
