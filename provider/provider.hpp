@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: MIT
+// The provider interface (the SPI): an ops table a provider fills, and the overlapped
+// operations and up-calls through which it reports back to the switch. docs/provider-interface.md
+// is the prose version of this file; keep the two together.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace sansock::provider {
+
+// A provider socket: slot index in the low 32 bits, generation in the high 32 bits, so a
+// handle whose slot was reused by a newer socket is still told apart (-ENOTSOCK). 0 is never
+// a valid handle.
+using socket_handle = uint64_t;
+inline constexpr socket_handle invalid_socket = 0;
+
+enum class operation_kind : uint8_t { send, recv, accept, connect };
+
+struct operation;
+// The operation's own completion routine. Called exactly once per accepted submission, never
+// from inside the submitting call, with no provider lock held; after it returns the provider
+// never touches the operation again, so the routine may free or reuse it.
+using completion_routine = void (*)(operation& op) noexcept;
+
+// Flags on an operation.
+inline constexpr uint32_t op_wait_all = 1u << 0; // recv: complete only when `length` bytes arrived
+
+// An overlapped operation. The submitter owns it and keeps it, and its buffer, valid until the
+// completion routine runs. The provider only links it into its queues (no allocation per op).
+struct operation {
+    operation_kind kind = operation_kind::send;
+    uint32_t flags = 0;
+    void* buffer = nullptr; // send: the bytes to send; recv: where received bytes go
+    size_t length = 0;      // send: bytes to send (> 0); recv: room in buffer (> 0)
+    // Connect: the peer's address.
+    sockaddr_storage address{};
+    socklen_t address_length = 0;
+
+    // Result, set before `complete` is called:
+    //   send    length, once every byte was acknowledged by the peer's adapter
+    //   recv    bytes received (1..length; exactly length with op_wait_all)
+    //   accept  0, the new connected socket in `accepted`
+    //   connect 0, the socket is connected
+    //   or a negated errno: -ECANCELED (closed while pending), -ECONNRESET (the peer closed
+    //   hard or the connection was lost), -ENETDOWN (the device went away), -ECONNREFUSED,
+    //   -ETIMEDOUT, -EHOSTUNREACH (connect).
+    int64_t result = 0;
+    socket_handle accepted = invalid_socket;
+
+    completion_routine complete = nullptr;
+    void* user = nullptr; // the submitter's, untouched by the provider
+
+    // Provider-private links, so queueing an operation never allocates.
+    operation* provider_next = nullptr;
+    uint64_t provider_word = 0;
+};
+
+// Events that are not the completion of an operation.
+enum class connection_event : uint8_t {
+    peer_reset,  // the peer closed hard or the connection was lost (status -ECONNRESET)
+    device_down, // the device or port went away (status -ENETDOWN)
+};
+
+// The switch's up-calls. Called from inside `progress` on the thread that calls it, with no
+// provider lock held; never for a socket after its close was called.
+struct upcalls {
+    void* context = nullptr;
+    void (*on_connection_event)(void* context, socket_handle socket, connection_event event,
+                                int status) noexcept = nullptr;
+};
+
+// Per-instance settings; the switch passes its context's. Registered memory per connection is
+// send_slots * slot_size + recv_slots * slot_size.
+struct config {
+    uint32_t slot_size = 16 * 1024; // bytes per registered send or receive buffer
+    uint32_t send_slots = 8;        // messages in flight per connection
+    uint32_t recv_slots = 8;        // receives pre-posted per connection (= initial credits)
+    uint32_t max_sockets = 4096;
+    int resolve_timeout_ms = 5000;  // rdma_cm address and route resolution
+    void* provider_specific = nullptr; // e.g. the loopback fabric to join
+};
+
+struct memory_stats {
+    uint64_t registered_bytes = 0;      // all memory registered with the device now
+    uint64_t per_connection_bytes = 0;  // registered per connected socket (from config)
+    uint64_t shared_bytes = 0;          // registered outside connections (shared pools)
+    uint32_t connections = 0;           // connected sockets holding registered memory
+    uint32_t sockets = 0;               // open handles of any kind
+};
+
+struct instance; // a provider's per-context state (opaque to the switch)
+
+// The ops table. Every entry returns 0 (or a documented non-negative value) or a negated
+// errno. An entry a provider leaves null is filled by `with_defaults` with one that returns
+// -EOPNOTSUPP, so callers never meet a null pointer. Asynchronous entries (accept, connect,
+// send, recv) return 0 when they have accepted the operation, whose completion then comes
+// exactly once; a negative return means it was refused and no completion will come.
+// Every entry may be called from any thread.
+struct ops {
+    const char* name = nullptr;
+
+    int (*create)(const config& settings, const upcalls& calls, instance** out) = nullptr;
+    // Hard-closes every socket (their operations complete -ECANCELED) and frees the instance.
+    void (*destroy)(instance* self) = nullptr;
+
+    int (*socket)(instance* self, socket_handle* out) = nullptr;
+    int (*bind)(instance* self, socket_handle s, const sockaddr* address, socklen_t length) = nullptr;
+    int (*listen)(instance* self, socket_handle s, int backlog) = nullptr;
+    int (*accept)(instance* self, socket_handle listener, operation* op) = nullptr;
+    int (*connect)(instance* self, socket_handle s, operation* op) = nullptr;
+    int (*send)(instance* self, socket_handle s, operation* op) = nullptr;
+    int (*recv)(instance* self, socket_handle s, operation* op) = nullptr;
+    int (*getsockname)(instance* self, socket_handle s, sockaddr* address, socklen_t* length) = nullptr;
+    int (*getpeername)(instance* self, socket_handle s, sockaddr* address, socklen_t* length) = nullptr;
+    int (*getsockopt)(instance* self, socket_handle s, int level, int name, void* value,
+                      socklen_t* length) = nullptr;
+    int (*setsockopt)(instance* self, socket_handle s, int level, int name, const void* value,
+                      socklen_t length) = nullptr;
+
+    // The hard close, the provider's only close. Every pending operation on `s` completes with
+    // -ECANCELED before close returns (on the calling thread), then the handle is released:
+    // later use gives -ENOTSOCK. No event is signalled for `s` after close is called. The
+    // peer's pending and later receives fail -ECONNRESET. Never returns -EWOULDBLOCK or
+    // -EINPROGRESS; resources may be torn down in the background.
+    int (*close)(instance* self, socket_handle s) = nullptr;
+
+    // Explicit progress: waits at most timeout_ms (0: do not wait) for events, then delivers
+    // completions and up-calls. Returns the number delivered, or a negated errno. Concurrent
+    // calls are serialised.
+    int (*progress)(instance* self, int timeout_ms) = nullptr;
+    // A file descriptor that polls readable when `progress` has work.
+    int (*event_fd)(instance* self) = nullptr;
+    // Makes a `progress` blocked in another thread return soon.
+    int (*wake)(instance* self) = nullptr;
+
+    int (*query_memory)(instance* self, memory_stats* out) = nullptr;
+};
+
+// A copy of `table` with every null entry replaced by one that returns -EOPNOTSUPP.
+ops with_defaults(const ops& table);
+
+} // namespace sansock::provider
