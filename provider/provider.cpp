@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: MIT
+// Defaults for the entries a provider leaves out of its ops table.
+#include "provider/provider.hpp"
+
+#include <cerrno>
+
+namespace sansock::provider {
+
+namespace {
+int not_supported_create(const config&, const upcalls&, instance**) { return -EOPNOTSUPP; }
+void nothing_to_destroy(instance*) {}
+int not_supported_socket(instance*, socket_handle*) { return -EOPNOTSUPP; }
+int not_supported_address(instance*, socket_handle, const sockaddr*, socklen_t) { return -EOPNOTSUPP; }
+int not_supported_listen(instance*, socket_handle, int) { return -EOPNOTSUPP; }
+int not_supported_operation(instance*, socket_handle, operation*) { return -EOPNOTSUPP; }
+int not_supported_name(instance*, socket_handle, sockaddr*, socklen_t*) { return -EOPNOTSUPP; }
+int not_supported_getsockopt(instance*, socket_handle, int, int, void*, socklen_t*) { return -EOPNOTSUPP; }
+int not_supported_setsockopt(instance*, socket_handle, int, int, const void*, socklen_t) { return -EOPNOTSUPP; }
+int not_supported_close(instance*, socket_handle) { return -EOPNOTSUPP; }
+int not_supported_progress(instance*, int) { return -EOPNOTSUPP; }
+int not_supported_instance(instance*) { return -EOPNOTSUPP; }
+int not_supported_memory(instance*, memory_stats*) { return -EOPNOTSUPP; }
+
+template <typename F>
+void fill(F& entry, F fallback) {
+    if (entry == nullptr) entry = fallback;
+}
+} // namespace
+
+ops with_defaults(const ops& table) {
+    ops filled = table;
+    if (filled.name == nullptr) filled.name = "unnamed";
+    fill(filled.create, &not_supported_create);
+    fill(filled.destroy, &nothing_to_destroy);
+    fill(filled.socket, &not_supported_socket);
+    fill(filled.bind, &not_supported_address);
+    fill(filled.listen, &not_supported_listen);
+    fill(filled.accept, &not_supported_operation);
+    fill(filled.connect, &not_supported_operation);
+    fill(filled.send, &not_supported_operation);
+    fill(filled.recv, &not_supported_operation);
+    fill(filled.getsockname, &not_supported_name);
+    fill(filled.getpeername, &not_supported_name);
+    fill(filled.getsockopt, &not_supported_getsockopt);
+    fill(filled.setsockopt, &not_supported_setsockopt);
+    fill(filled.close, &not_supported_close);
+    fill(filled.progress, &not_supported_progress);
+    fill(filled.event_fd, &not_supported_instance);
+    fill(filled.wake, &not_supported_instance);
+    fill(filled.query_memory, &not_supported_memory);
+    return filled;
+}
+
+} // namespace sansock::provider
