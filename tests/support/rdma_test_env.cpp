@@ -3,11 +3,13 @@
 #include "tests/support/rdma_test_env.hpp"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <infiniband/verbs.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 #include <sstream>
 
 #include "provider/verbs/verbs_objects.hpp"
@@ -94,12 +96,26 @@ std::map<std::string, long> rdma_resource_counts() {
 }
 
 long rdma_resource_count_of_pid(const std::string& type, int pid) {
+    // The listing names the thread that created each object: match any thread of `pid`.
+    std::set<std::string> needles;
+    const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+    if (DIR* dir = opendir(tasks.c_str())) {
+        while (dirent* entry = readdir(dir))
+            if (entry->d_name[0] != '.') needles.insert(std::string(" pid ") + entry->d_name + " ");
+        closedir(dir);
+    }
+    needles.insert(" pid " + std::to_string(pid) + " ");
     std::istringstream lines(command_output("rdma resource show " + type + " 2>/dev/null"));
-    const std::string needle = " pid " + std::to_string(pid) + " ";
     long count = 0;
     std::string line;
-    while (std::getline(lines, line))
-        if ((line + " ").find(needle) != std::string::npos) ++count;
+    while (std::getline(lines, line)) {
+        line += " ";
+        for (const std::string& needle : needles)
+            if (line.find(needle) != std::string::npos) {
+                ++count;
+                break;
+            }
+    }
     return count;
 }
 

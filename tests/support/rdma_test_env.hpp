@@ -16,7 +16,8 @@ bool rdma_device_present();
 std::string test_address();
 
 // Object counts (pd, cq, qp, cm_id, mr, ctx, ...) from `rdma resource show`, summed over all
-// devices. `pid` > 0 counts only the objects of that process (`rdma resource show <type>`).
+// devices.
+// rdma_resource_count_of_pid: the objects of one type that any thread of `pid` created.
 // Empty map when the rdma tool cannot be run.
 std::map<std::string, long> rdma_resource_counts();
 long rdma_resource_count_of_pid(const std::string& type, int pid);

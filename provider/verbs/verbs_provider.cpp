@@ -1,0 +1,980 @@
+// SPDX-License-Identifier: MIT
+// The verbs provider: byte-stream sockets over RC queue pairs, credit flow control, hard close.
+//
+// Each connection owns one registered buffer split into send slots and receive slots, an RC
+// QP and a CQ; all CQs of a device share one completion channel, and all rdma_cm ids of an
+// instance one event channel, both watched by the io_uring event engine. A send is copied into
+// send slots (split when larger than a slot) and posted as SEND_WITH_IMM; the immediate data
+// returns credits (receives reposted since the last message), so a sender only ever consumes
+// receives its peer has posted and never provokes receiver-not-ready retries.
+#include "provider/verbs/verbs_provider.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "lib/event_engine.hpp"
+#include "lib/handle_table.hpp"
+#include "provider/verbs/verbs_call.hpp"
+#include "provider/verbs/verbs_objects.hpp"
+
+namespace sansock::verbs {
+
+using provider::config;
+using provider::connection_event;
+using provider::invalid_socket;
+using provider::memory_stats;
+using provider::op_wait_all;
+using provider::operation;
+using provider::operation_kind;
+using provider::socket_handle;
+using provider::upcalls;
+
+namespace {
+
+constexpr uint32_t handshake_magic = 0x53414e53; // "SANS"
+constexpr uint64_t recv_wr_flag = 1ull << 63;
+// Flushes normally arrive within milliseconds; past this the QP is destroyed regardless.
+constexpr auto teardown_limit = std::chrono::seconds(5);
+
+// Carried in rdma_cm private data by connect and accept (docs/provider-interface.md).
+struct handshake {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t reserved;
+    uint32_t recv_slots; // the sender's receives, posted before it connects or accepts
+    uint32_t slot_size;  // the largest message the sender can receive
+};
+
+// An intrusive FIFO of operations, linked through operation::provider_next.
+struct op_queue {
+    operation* head = nullptr;
+    operation* tail = nullptr;
+    bool empty() const { return head == nullptr; }
+    operation* front() const { return head; }
+    void push(operation* op) {
+        op->provider_next = nullptr;
+        if (tail != nullptr) tail->provider_next = op;
+        else head = op;
+        tail = op;
+    }
+    operation* pop() {
+        operation* op = head;
+        if (op != nullptr) {
+            head = op->provider_next;
+            if (head == nullptr) tail = nullptr;
+            op->provider_next = nullptr;
+        }
+        return op;
+    }
+};
+
+enum class socket_state { fresh, bound, listening, connecting, accepting, connected, failed, closed };
+
+struct buffer_deleter {
+    void operator()(uint8_t* p) const noexcept { std::free(p); }
+};
+
+struct verbs_instance;
+
+// What the instance keeps per RDMA device it has used.
+struct device_resources {
+    verbs_instance* owner = nullptr;
+    ibv_context* context = nullptr;
+    protection_domain pd;
+    completion_channel channel;
+    event_engine::watch_id watch = 0;
+};
+
+struct send_slot_use {
+    operation* op = nullptr;   // the send whose last fragment this slot carries, else null
+};
+
+struct received_fragment {
+    uint32_t slot;
+    uint32_t offset;
+    uint32_t length;
+};
+
+struct vsocket {
+    socket_state state = socket_state::fresh;
+    socket_handle handle = invalid_socket; // 0 until the user holds it (accepted sockets)
+    cm_id id;
+    int failure = 0; // the negated errno every call gives once failed (-ECONNRESET, -ENETDOWN)
+
+    // As a listener.
+    int backlog = 0;
+    op_queue accepts;
+    std::deque<vsocket*> ready; // established, not accepted yet
+    uint32_t handshaking = 0;
+    // As a connection a listener still holds.
+    vsocket* listener = nullptr;
+
+    // As a connection.
+    operation* connect_op = nullptr;
+    device_resources* device = nullptr;
+    uint32_t slot_size = 0, send_slots = 0, recv_slots = 0;
+    uint32_t fragment_size = 0; // min(own slot, peer's slot)
+    std::unique_ptr<uint8_t, buffer_deleter> buffer; // send slots, then receive slots
+    size_t buffer_bytes = 0;
+    // Declared after the buffer and in parent-to-child order, so destroyed child first.
+    memory_region mr;
+    completion_queue cq;
+    queue_pair qp;
+    uint32_t credits = 0; // receives the peer has posted that we may consume
+    uint32_t owed = 0;    // receives we reposted and have not yet returned to the peer
+    std::vector<uint32_t> free_send_slots;
+    std::vector<send_slot_use> send_slot_uses;
+    uint32_t posted_sends = 0, posted_recvs = 0;
+    op_queue sends;           // not yet fully posted
+    size_t send_offset = 0;   // bytes of sends.front() already posted
+    std::deque<received_fragment> received;
+    op_queue recvs;
+    std::chrono::steady_clock::time_point teardown_deadline{};
+
+    uint8_t* send_slot(uint32_t slot) { return buffer.get() + size_t(slot) * slot_size; }
+    uint8_t* recv_slot(uint32_t slot) { return buffer.get() + size_t(send_slots + slot) * slot_size; }
+};
+
+struct pending_upcall {
+    socket_handle socket;
+    connection_event event;
+    int status;
+};
+
+struct verbs_instance {
+    config settings;
+    upcalls calls;
+    std::mutex progress_mutex; // one progress at a time
+    std::mutex mutex;          // everything below
+    std::unique_ptr<event_engine> engine;
+    event_channel events;
+    event_engine::watch_id events_watch = 0;
+    handle_table<vsocket> table;
+    std::unordered_map<vsocket*, std::unique_ptr<vsocket>> sockets; // every socket, closed ones too
+    std::vector<vsocket*> closing;                                   // torn down in progress()
+    std::map<ibv_context*, std::unique_ptr<device_resources>> devices;
+    std::vector<operation*> done; // completions to deliver from progress
+    std::vector<pending_upcall> signals;
+
+    explicit verbs_instance(const config& c, const upcalls& u) : settings(c), calls(u), table(c.max_sockets) {}
+};
+
+verbs_instance* self_of(provider::instance* p) { return reinterpret_cast<verbs_instance*>(p); }
+
+// --- helpers, called with the instance mutex held --------------------------------------------
+
+void finish(verbs_instance& self, operation* op, int64_t result) {
+    op->result = result;
+    self.done.push_back(op);
+}
+
+int validate_ipv4(const sockaddr* address, socklen_t length) {
+    if (address == nullptr || length < static_cast<socklen_t>(sizeof(sa_family_t))) return -EINVAL;
+    if (address->sa_family != AF_INET) return -EAFNOSUPPORT;
+    if (length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
+    return 0;
+}
+
+int validate_op(const operation* op, operation_kind kind) {
+    if (op == nullptr || op->complete == nullptr || op->kind != kind) return -EINVAL;
+    if ((kind == operation_kind::send || kind == operation_kind::recv) && (op->buffer == nullptr || op->length == 0))
+        return -EINVAL;
+    return 0;
+}
+
+void on_device_completions(void* context, int fd, uint32_t revents) noexcept;
+
+device_resources* device_for(verbs_instance& self, ibv_context* context, int* error) {
+    auto found = self.devices.find(context);
+    if (found != self.devices.end()) return found->second.get();
+    auto device = std::make_unique<device_resources>();
+    device->owner = &self;
+    device->context = context;
+    device->pd.reset(ibv_alloc_pd(context));
+    if ((*error = checked_pointer(device->pd.get())) != 0) return nullptr;
+    device->channel.reset(ibv_create_comp_channel(context));
+    if ((*error = checked_pointer(device->channel.get())) != 0) return nullptr;
+    const int flags = fcntl(device->channel->fd, F_GETFL);
+    if (flags < 0 || fcntl(device->channel->fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+        *error = -errno;
+        return nullptr;
+    }
+    if ((*error = self.engine->watch(device->channel->fd, on_device_completions, device.get(), &device->watch)) != 0)
+        return nullptr;
+    return self.devices.emplace(context, std::move(device)).first->second.get();
+}
+
+int post_receive(vsocket& s, uint32_t slot) {
+    ibv_sge sge{reinterpret_cast<uintptr_t>(s.recv_slot(slot)), s.slot_size, s.mr->lkey};
+    ibv_recv_wr wr{};
+    wr.wr_id = recv_wr_flag | slot;
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    ibv_recv_wr* bad = nullptr;
+    int rc = checked(ibv_post_recv(s.qp.get(), &wr, &bad));
+    if (rc == 0) ++s.posted_recvs;
+    return rc;
+}
+
+// The QP, CQ and registered buffer of a connection, with every receive posted.
+int build_connection(verbs_instance& self, vsocket& s, rdma_cm_id* id) {
+    int rc = 0;
+    s.device = device_for(self, id->verbs, &rc);
+    if (s.device == nullptr) return rc;
+    s.slot_size = self.settings.slot_size;
+    s.send_slots = self.settings.send_slots;
+    s.recv_slots = self.settings.recv_slots;
+    s.buffer_bytes = size_t(s.slot_size) * (s.send_slots + s.recv_slots);
+    s.buffer.reset(static_cast<uint8_t*>(std::aligned_alloc(4096, (s.buffer_bytes + 4095) / 4096 * 4096)));
+    if (!s.buffer) return -ENOMEM;
+    s.mr.reset(ibv_reg_mr(s.device->pd.get(), s.buffer.get(), s.buffer_bytes, IBV_ACCESS_LOCAL_WRITE));
+    if ((rc = checked_pointer(s.mr.get())) != 0) return rc;
+    const int depth = static_cast<int>(s.send_slots + s.recv_slots);
+    s.cq.reset(ibv_create_cq(id->verbs, depth, &s, s.device->channel.get(), 0));
+    if ((rc = checked_pointer(s.cq.get())) != 0) return rc;
+    if ((rc = checked(ibv_req_notify_cq(s.cq.get(), 0))) != 0) return rc;
+    ibv_qp_init_attr attr{};
+    attr.send_cq = s.cq.get();
+    attr.recv_cq = s.cq.get();
+    attr.qp_type = IBV_QPT_RC;
+    attr.sq_sig_all = 1;
+    attr.cap.max_send_wr = s.send_slots;
+    attr.cap.max_recv_wr = s.recv_slots;
+    attr.cap.max_send_sge = 1;
+    attr.cap.max_recv_sge = 1;
+    if ((rc = checked(rdma_create_qp(id, s.device->pd.get(), &attr))) != 0) return rc;
+    s.qp = queue_pair(id);
+    s.send_slot_uses.assign(s.send_slots, {});
+    s.free_send_slots.clear();
+    for (uint32_t slot = s.send_slots; slot-- > 0;) s.free_send_slots.push_back(slot);
+    for (uint32_t slot = 0; slot < s.recv_slots; ++slot)
+        if ((rc = post_receive(s, slot)) != 0) return rc;
+    return 0;
+}
+
+handshake our_handshake(const vsocket& s) {
+    return {handshake_magic, handshake_version, 0, s.recv_slots, s.slot_size};
+}
+
+// The peer's handshake, checked; 0 or -EPROTO.
+int take_peer_handshake(vsocket& s, const void* data, uint8_t length) {
+    handshake peer{};
+    if (data == nullptr || length < sizeof peer) return -EPROTO;
+    std::memcpy(&peer, data, sizeof peer);
+    if (peer.magic != handshake_magic || peer.version != handshake_version || peer.recv_slots < 2 || peer.slot_size < 64)
+        return -EPROTO;
+    s.credits = peer.recv_slots;
+    s.fragment_size = std::min(s.slot_size, peer.slot_size);
+    return 0;
+}
+
+void fail_queue(verbs_instance& self, op_queue& queue, int code) {
+    while (operation* op = queue.pop()) finish(self, op, code);
+}
+
+// Every operation still pending on `s`, taken out of the socket.
+void take_pending(vsocket& s, std::vector<operation*>& out) {
+    if (s.connect_op != nullptr) out.push_back(std::exchange(s.connect_op, nullptr));
+    while (operation* op = s.accepts.pop()) out.push_back(op);
+    while (operation* op = s.sends.pop()) out.push_back(op);
+    s.send_offset = 0;
+    for (auto& use : s.send_slot_uses)
+        if (use.op != nullptr) out.push_back(std::exchange(use.op, nullptr));
+    while (operation* op = s.recvs.pop()) out.push_back(op);
+    s.received.clear();
+}
+
+void signal(verbs_instance& self, vsocket& s, connection_event event, int status) {
+    if (s.handle != invalid_socket) self.signals.push_back({s.handle, event, status});
+}
+
+// Stops the connection: the QP goes to error (every posted request flushes) and the peer is
+// told through rdma_cm. Safe to call more than once.
+void stop_connection(vsocket& s) {
+    if (s.id && s.id->qp != nullptr) rdma_disconnect(s.id.get()); // QP to error, then DREQ
+}
+
+// The connection failed under the user (peer reset, device gone): pending operations fail with
+// `code`, later calls too, and the user hears of it once.
+void fail_connection(verbs_instance& self, vsocket& s, int code, connection_event event) {
+    if (s.state == socket_state::closed || s.state == socket_state::failed) return;
+    const bool was_connected = s.state == socket_state::connected;
+    s.state = socket_state::failed;
+    s.failure = code;
+    std::vector<operation*> pending;
+    take_pending(s, pending);
+    for (operation* op : pending) finish(self, op, code);
+    stop_connection(s);
+    if (was_connected) signal(self, s, event, code);
+}
+
+void start_teardown(verbs_instance& self, vsocket& s) {
+    s.state = socket_state::closed;
+    stop_connection(s);
+    s.teardown_deadline = std::chrono::steady_clock::now() + teardown_limit;
+    self.closing.push_back(&s);
+}
+
+int post_send_slot(vsocket& s, uint32_t slot, uint32_t length) {
+    ibv_sge sge{reinterpret_cast<uintptr_t>(s.send_slot(slot)), length, s.mr->lkey};
+    ibv_send_wr wr{};
+    wr.wr_id = slot;
+    wr.sg_list = length > 0 ? &sge : nullptr;
+    wr.num_sge = length > 0 ? 1 : 0;
+    wr.opcode = IBV_WR_SEND_WITH_IMM;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.imm_data = htonl(s.owed);
+    ibv_send_wr* bad = nullptr;
+    int rc = checked(ibv_post_send(s.qp.get(), &wr, &bad));
+    if (rc == 0) {
+        s.owed = 0;
+        --s.credits;
+        ++s.posted_sends;
+    }
+    return rc;
+}
+
+// Posts what flow control allows: data while two or more credits remain (the last one is kept
+// for returning credits, so both ends can never be left without), else a bare credit return
+// once half the receives are owed.
+void pump_sends(verbs_instance& self, vsocket& s) {
+    while (s.state == socket_state::connected && !s.free_send_slots.empty()) {
+        const uint32_t slot = s.free_send_slots.back();
+        if (!s.sends.empty() && s.credits >= 2) {
+            operation* op = s.sends.front();
+            const size_t chunk = std::min<size_t>(op->length - s.send_offset, s.fragment_size);
+            std::memcpy(s.send_slot(slot), static_cast<const uint8_t*>(op->buffer) + s.send_offset, chunk);
+            if (int rc = post_send_slot(s, slot, static_cast<uint32_t>(chunk))) {
+                fail_connection(self, s, rc == -ENETDOWN ? rc : -ECONNRESET, connection_event::peer_reset);
+                return;
+            }
+            s.free_send_slots.pop_back();
+            s.send_offset += chunk;
+            s.send_slot_uses[slot].op = nullptr;
+            if (s.send_offset == op->length) {
+                s.send_slot_uses[slot].op = s.sends.pop();
+                s.send_offset = 0;
+            }
+            continue;
+        }
+        if (s.owed >= std::max(1u, s.recv_slots / 2) && s.credits >= 1) {
+            if (int rc = post_send_slot(s, slot, 0)) {
+                fail_connection(self, s, rc == -ENETDOWN ? rc : -ECONNRESET, connection_event::peer_reset);
+                return;
+            }
+            s.free_send_slots.pop_back();
+            s.send_slot_uses[slot].op = nullptr;
+            continue;
+        }
+        return;
+    }
+}
+
+// Moves received bytes into waiting receives; a slot emptied is posted again (a credit owed).
+void deliver_received(verbs_instance& self, vsocket& s) {
+    while (!s.recvs.empty() && !s.received.empty()) {
+        operation* op = s.recvs.front();
+        while (!s.received.empty() && op->provider_word < op->length) {
+            received_fragment& fragment = s.received.front();
+            const size_t n = std::min<size_t>(fragment.length, op->length - op->provider_word);
+            std::memcpy(static_cast<uint8_t*>(op->buffer) + op->provider_word, s.recv_slot(fragment.slot) + fragment.offset, n);
+            op->provider_word += n;
+            fragment.offset += static_cast<uint32_t>(n);
+            fragment.length -= static_cast<uint32_t>(n);
+            if (fragment.length == 0) {
+                const uint32_t slot = fragment.slot;
+                s.received.pop_front();
+                if (post_receive(s, slot) != 0) {
+                    fail_connection(self, s, -ECONNRESET, connection_event::peer_reset);
+                    return;
+                }
+                ++s.owed;
+            }
+        }
+        if (op->provider_word == op->length || !(op->flags & op_wait_all)) {
+            s.recvs.pop();
+            finish(self, op, static_cast<int64_t>(op->provider_word));
+        } else {
+            break; // wait-all receive still short: wait for more data
+        }
+    }
+    pump_sends(self, s);
+}
+
+void handle_completion(verbs_instance& self, vsocket& s, const ibv_wc& wc) {
+    if (wc.wr_id & recv_wr_flag) {
+        --s.posted_recvs;
+        const uint32_t slot = static_cast<uint32_t>(wc.wr_id & ~recv_wr_flag);
+        if (s.state != socket_state::connected) return; // flushes of a failed or closed socket
+        if (wc.status != IBV_WC_SUCCESS) {
+            fail_connection(self, s, -ECONNRESET, connection_event::peer_reset);
+            return;
+        }
+        if (wc.wc_flags & IBV_WC_WITH_IMM) s.credits += ntohl(wc.imm_data);
+        if (wc.byte_len == 0) {
+            if (post_receive(s, slot) != 0) {
+                fail_connection(self, s, -ECONNRESET, connection_event::peer_reset);
+                return;
+            }
+            ++s.owed;
+        } else {
+            s.received.push_back({slot, 0, wc.byte_len});
+        }
+        deliver_received(self, s);
+        return;
+    }
+    --s.posted_sends;
+    const uint32_t slot = static_cast<uint32_t>(wc.wr_id);
+    if (slot >= s.send_slots) return;
+    s.free_send_slots.push_back(slot);
+    operation* op = std::exchange(s.send_slot_uses[slot].op, nullptr);
+    if (s.state != socket_state::connected) return;
+    if (wc.status != IBV_WC_SUCCESS) {
+        if (op != nullptr) finish(self, op, -ECONNRESET);
+        fail_connection(self, s, -ECONNRESET, connection_event::peer_reset);
+        return;
+    }
+    if (op != nullptr) finish(self, op, static_cast<int64_t>(op->length));
+    pump_sends(self, s);
+}
+
+void on_device_completions(void* context, int, uint32_t) noexcept {
+    auto* device = static_cast<device_resources*>(context);
+    verbs_instance& self = *device->owner;
+    std::lock_guard lock(self.mutex);
+    ibv_cq* cq = nullptr;
+    void* cq_context = nullptr;
+    while (ibv_get_cq_event(device->channel.get(), &cq, &cq_context) == 0) {
+        ibv_ack_cq_events(cq, 1);
+        auto* s = static_cast<vsocket*>(cq_context);
+        ibv_req_notify_cq(cq, 0);
+        ibv_wc batch[32];
+        int n;
+        while ((n = ibv_poll_cq(cq, 32, batch)) > 0)
+            for (int i = 0; i < n; ++i) handle_completion(self, *s, batch[i]);
+    }
+}
+
+// Hands an established connection to a waiting accept, if there is one.
+void match_accepts(verbs_instance& self, vsocket& listener) {
+    while (!listener.accepts.empty() && !listener.ready.empty()) {
+        vsocket* connection = listener.ready.front();
+        listener.ready.pop_front();
+        connection->listener = nullptr;
+        const socket_handle handle = self.table.insert(connection);
+        operation* op = listener.accepts.pop();
+        if (handle == invalid_socket) {
+            start_teardown(self, *connection);
+            finish(self, op, -EMFILE);
+            continue;
+        }
+        connection->handle = handle;
+        op->accepted = handle;
+        finish(self, op, 0);
+    }
+}
+
+void fail_connect(verbs_instance& self, vsocket& s, int code) {
+    if (s.state != socket_state::connecting) return;
+    s.state = socket_state::failed;
+    s.failure = code;
+    if (operation* op = std::exchange(s.connect_op, nullptr)) finish(self, op, code);
+    stop_connection(s);
+}
+
+void handle_connect_request(verbs_instance& self, vsocket* listener, rdma_cm_event& event,
+                            std::vector<rdma_cm_id*>& reject) {
+    rdma_cm_id* id = event.id;
+    if (listener == nullptr || listener->state != socket_state::listening ||
+        listener->ready.size() + listener->handshaking >= static_cast<size_t>(std::max(1, listener->backlog))) {
+        reject.push_back(id);
+        return;
+    }
+    auto owned = std::make_unique<vsocket>();
+    vsocket& s = *owned;
+    s.id.reset(id);
+    id->context = &s;
+    s.state = socket_state::accepting;
+    s.listener = listener;
+    int rc = build_connection(self, s, id);
+    if (rc == 0) rc = take_peer_handshake(s, event.param.conn.private_data, event.param.conn.private_data_len);
+    if (rc == 0) {
+        handshake ours = our_handshake(s);
+        rdma_conn_param param{};
+        param.private_data = &ours;
+        param.private_data_len = sizeof ours;
+        param.responder_resources = 1;
+        param.initiator_depth = 1;
+        param.rnr_retry_count = 0; // credits make receiver-not-ready impossible; any would be a bug
+        rc = checked(rdma_accept(id, &param));
+    }
+    if (rc != 0) {
+        // Release everything but the id itself, which is rejected once the event is acked.
+        s.qp.reset();
+        s.id.release();
+        reject.push_back(id);
+        return;
+    }
+    ++listener->handshaking;
+    self.sockets.emplace(&s, std::move(owned));
+}
+
+void handle_cm_event(verbs_instance& self, rdma_cm_event& event, std::vector<rdma_cm_id*>& reject) {
+    if (event.event == RDMA_CM_EVENT_CONNECT_REQUEST) {
+        handle_connect_request(self, static_cast<vsocket*>(event.listen_id->context), event, reject);
+        return;
+    }
+    auto* s = static_cast<vsocket*>(event.id->context);
+    if (s == nullptr) return;
+    switch (event.event) {
+    case RDMA_CM_EVENT_ADDR_RESOLVED:
+        if (s->state == socket_state::connecting) {
+            int rc = checked(rdma_resolve_route(s->id.get(), self.settings.resolve_timeout_ms));
+            if (rc != 0) fail_connect(self, *s, -EHOSTUNREACH);
+        }
+        break;
+    case RDMA_CM_EVENT_ROUTE_RESOLVED:
+        if (s->state == socket_state::connecting) {
+            int rc = build_connection(self, *s, s->id.get());
+            if (rc == 0) {
+                handshake ours = our_handshake(*s);
+                rdma_conn_param param{};
+                param.private_data = &ours;
+                param.private_data_len = sizeof ours;
+                param.responder_resources = 1;
+                param.initiator_depth = 1;
+                param.retry_count = 7;
+                param.rnr_retry_count = 0;
+                rc = checked(rdma_connect(s->id.get(), &param));
+            }
+            if (rc != 0) fail_connect(self, *s, rc == -ENOMEM ? rc : -ECONNREFUSED);
+        }
+        break;
+    case RDMA_CM_EVENT_ADDR_ERROR:
+    case RDMA_CM_EVENT_ROUTE_ERROR:
+        fail_connect(self, *s, -EHOSTUNREACH);
+        break;
+    case RDMA_CM_EVENT_UNREACHABLE:
+        fail_connect(self, *s, -ETIMEDOUT);
+        break;
+    case RDMA_CM_EVENT_REJECTED:
+    case RDMA_CM_EVENT_CONNECT_ERROR:
+        fail_connect(self, *s, -ECONNREFUSED);
+        if (s->state == socket_state::accepting && s->listener != nullptr) {
+            --s->listener->handshaking;
+            s->listener = nullptr;
+            start_teardown(self, *s);
+        }
+        break;
+    case RDMA_CM_EVENT_ESTABLISHED:
+        if (s->state == socket_state::connecting) {
+            int rc = take_peer_handshake(*s, event.param.conn.private_data, event.param.conn.private_data_len);
+            if (rc != 0) {
+                fail_connect(self, *s, rc);
+                break;
+            }
+            s->state = socket_state::connected;
+            if (operation* op = std::exchange(s->connect_op, nullptr)) finish(self, op, 0);
+            pump_sends(self, *s);
+        } else if (s->state == socket_state::accepting) {
+            s->state = socket_state::connected;
+            vsocket* listener = s->listener;
+            --listener->handshaking;
+            listener->ready.push_back(s);
+            match_accepts(self, *listener);
+        }
+        break;
+    case RDMA_CM_EVENT_DISCONNECTED:
+        if (s->state == socket_state::connected) {
+            if (s->listener != nullptr) {
+                s->state = socket_state::failed; // stays in the ready queue; the user meets the reset
+                s->failure = -ECONNRESET;
+                stop_connection(*s);
+            } else {
+                fail_connection(self, *s, -ECONNRESET, connection_event::peer_reset);
+            }
+        } else if (s->state != socket_state::closed) {
+            stop_connection(*s);
+        }
+        break;
+    case RDMA_CM_EVENT_DEVICE_REMOVAL:
+        if (s->state == socket_state::listening) {
+            s->state = socket_state::failed;
+            s->failure = -ENETDOWN;
+            fail_queue(self, s->accepts, -ENETDOWN);
+        } else if (s->state == socket_state::connecting) {
+            fail_connect(self, *s, -ENETDOWN);
+        } else {
+            fail_connection(self, *s, -ENETDOWN, connection_event::device_down);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+void on_cm_events(void* context, int, uint32_t) noexcept {
+    verbs_instance& self = *static_cast<verbs_instance*>(context);
+    std::lock_guard lock(self.mutex);
+    rdma_cm_event* event = nullptr;
+    while (rdma_get_cm_event(self.events.get(), &event) == 0) {
+        std::vector<rdma_cm_id*> reject;
+        handle_cm_event(self, *event, reject);
+        rdma_ack_cm_event(event);
+        // An id we will not keep can only be destroyed once its event is acknowledged.
+        for (rdma_cm_id* id : reject) {
+            rdma_reject(id, nullptr, 0);
+            if (id->qp != nullptr) rdma_destroy_qp(id);
+            rdma_destroy_id(id);
+        }
+    }
+}
+
+// Destroys closed sockets whose posted requests have all flushed (or that ran out of time).
+void reap_closed(verbs_instance& self) {
+    const auto now = std::chrono::steady_clock::now();
+    std::erase_if(self.closing, [&](vsocket* s) {
+        if (s->posted_sends + s->posted_recvs > 0 && now < s->teardown_deadline) return false;
+        self.sockets.erase(s); // members destroy QP, CQ, MR, buffer, then the id
+        return true;
+    });
+}
+
+// --- the ops ------------------------------------------------------------------------------
+
+int verbs_create(const config& settings, const upcalls& calls, provider::instance** out) {
+    if (out == nullptr) return -EINVAL;
+    if (settings.slot_size < 64 || settings.slot_size > (1u << 30) || settings.send_slots < 1 ||
+        settings.recv_slots < 2 || settings.max_sockets < 1 || settings.resolve_timeout_ms <= 0)
+        return -EINVAL;
+    auto self = std::make_unique<verbs_instance>(settings, calls);
+    if (int rc = event_engine::create(self->engine)) return rc;
+    self->events.reset(rdma_create_event_channel());
+    if (int rc = checked_pointer(self->events.get())) return rc == -ENOENT || rc == -ENODEV ? -ENETDOWN : rc;
+    const int flags = fcntl(self->events->fd, F_GETFL);
+    if (flags < 0 || fcntl(self->events->fd, F_SETFL, flags | O_NONBLOCK) < 0) return -errno;
+    if (int rc = self->engine->watch(self->events->fd, on_cm_events, self.get(), &self->events_watch)) return rc;
+    *out = reinterpret_cast<provider::instance*>(self.release());
+    return 0;
+}
+
+void deliver(verbs_instance& self, std::vector<operation*>& ops, std::vector<pending_upcall>& signals);
+
+void verbs_destroy(provider::instance* p) {
+    verbs_instance* self = self_of(p);
+    if (self == nullptr) return;
+    std::vector<operation*> cancelled;
+    {
+        std::lock_guard lock(self->mutex);
+        std::vector<socket_handle> handles;
+        self->table.for_each([&](uint64_t handle, vsocket*) { handles.push_back(handle); });
+        for (socket_handle handle : handles) self->table.remove(handle);
+        for (auto& [s, owned] : self->sockets) {
+            take_pending(*s, cancelled);
+            stop_connection(*s);
+        }
+        for (operation* op : cancelled) op->result = -ECANCELED;
+        cancelled.insert(cancelled.end(), self->done.begin(), self->done.end());
+        self->done.clear();
+        self->signals.clear();
+        self->engine->unwatch(self->events_watch);
+        for (auto& [context, device] : self->devices) self->engine->unwatch(device->watch);
+    }
+    for (operation* op : cancelled) op->complete(*op);
+    self->sockets.clear();
+    self->devices.clear();
+    delete self;
+}
+
+int verbs_socket(provider::instance* p, socket_handle* out) {
+    verbs_instance* self = self_of(p);
+    if (self == nullptr || out == nullptr) return -EINVAL;
+    std::lock_guard lock(self->mutex);
+    auto owned = std::make_unique<vsocket>();
+    rdma_cm_id* id = nullptr;
+    if (int rc = checked(rdma_create_id(self->events.get(), &id, owned.get(), RDMA_PS_TCP))) return rc;
+    owned->id.reset(id);
+    const socket_handle handle = self->table.insert(owned.get());
+    if (handle == invalid_socket) return -EMFILE;
+    owned->handle = handle;
+    self->sockets.emplace(owned.get(), std::move(owned));
+    *out = handle;
+    return 0;
+}
+
+// Looks the socket up; a failed connection answers with its failure.
+vsocket* find(verbs_instance& self, socket_handle handle) { return self.table.find(handle); }
+
+int verbs_bind(provider::instance* p, socket_handle h, const sockaddr* address, socklen_t length) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    if (int rc = validate_ipv4(address, length)) return rc;
+    if (s->state != socket_state::fresh) return -EINVAL;
+    if (int rc = checked(rdma_bind_addr(s->id.get(), const_cast<sockaddr*>(address)))) return rc;
+    s->state = socket_state::bound;
+    return 0;
+}
+
+int verbs_listen(provider::instance* p, socket_handle h, int backlog) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    if (s->state != socket_state::bound) return s->state == socket_state::fresh ? -EDESTADDRREQ : -EINVAL;
+    if (backlog <= 0) backlog = 128;
+    if (int rc = checked(rdma_listen(s->id.get(), backlog))) return rc;
+    s->backlog = backlog;
+    s->state = socket_state::listening;
+    return 0;
+}
+
+int verbs_accept(provider::instance* p, socket_handle h, operation* op) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    if (int rc = validate_op(op, operation_kind::accept)) return rc;
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->state != socket_state::listening) return -EINVAL;
+    op->accepted = invalid_socket;
+    s->accepts.push(op);
+    match_accepts(*self, *s);
+    if (!self->done.empty()) self->engine->wake();
+    return 0;
+}
+
+int verbs_connect(provider::instance* p, socket_handle h, operation* op) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    if (int rc = validate_op(op, operation_kind::connect)) return rc;
+    if (int rc = validate_ipv4(reinterpret_cast<const sockaddr*>(&op->address), op->address_length)) return rc;
+    switch (s->state) {
+    case socket_state::fresh:
+    case socket_state::bound: break;
+    case socket_state::connecting:
+    case socket_state::accepting: return -EALREADY;
+    case socket_state::connected: return -EISCONN;
+    case socket_state::failed: return s->failure;
+    default: return -EINVAL;
+    }
+    int rc = checked(rdma_resolve_addr(s->id.get(), nullptr, reinterpret_cast<sockaddr*>(&op->address),
+                                       self->settings.resolve_timeout_ms));
+    if (rc != 0) return rc;
+    s->state = socket_state::connecting;
+    s->connect_op = op;
+    return 0;
+}
+
+int verbs_send(provider::instance* p, socket_handle h, operation* op) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    if (int rc = validate_op(op, operation_kind::send)) return rc;
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->state != socket_state::connected) return -ENOTCONN;
+    s->sends.push(op);
+    pump_sends(*self, *s);
+    return 0;
+}
+
+int verbs_recv(provider::instance* p, socket_handle h, operation* op) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    if (int rc = validate_op(op, operation_kind::recv)) return rc;
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->state != socket_state::connected) return -ENOTCONN;
+    op->provider_word = 0;
+    s->recvs.push(op);
+    deliver_received(*self, *s);
+    if (!self->done.empty()) self->engine->wake();
+    return 0;
+}
+
+int copy_address(const sockaddr* from, sockaddr* to, socklen_t* length) {
+    if (to == nullptr || length == nullptr) return -EINVAL;
+    const socklen_t size = from->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    std::memcpy(to, from, std::min(*length, size));
+    *length = size;
+    return 0;
+}
+
+int verbs_getsockname(provider::instance* p, socket_handle h, sockaddr* address, socklen_t* length) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    return copy_address(rdma_get_local_addr(s->id.get()), address, length);
+}
+
+int verbs_getpeername(provider::instance* p, socket_handle h, sockaddr* address, socklen_t* length) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    if (s->state != socket_state::connected) return s->state == socket_state::failed ? s->failure : -ENOTCONN;
+    return copy_address(rdma_get_peer_addr(s->id.get()), address, length);
+}
+
+int verbs_getsockopt(provider::instance* p, socket_handle h, int level, int name, void* value, socklen_t* length) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    if (value == nullptr || length == nullptr || *length < static_cast<socklen_t>(sizeof(int))) return -EINVAL;
+    if (level != SOL_SOCKET) return -ENOPROTOOPT;
+    int result;
+    switch (name) {
+    case SO_TYPE: result = SOCK_STREAM; break;
+    case SO_SNDBUF: result = static_cast<int>(self->settings.slot_size * self->settings.send_slots); break;
+    case SO_RCVBUF: result = static_cast<int>(self->settings.slot_size * self->settings.recv_slots); break;
+    case SO_ERROR: result = -s->failure; break;
+    default: return -ENOPROTOOPT;
+    }
+    std::memcpy(value, &result, sizeof result);
+    *length = sizeof result;
+    return 0;
+}
+
+int verbs_setsockopt(provider::instance* p, socket_handle h, int, int, const void*, socklen_t) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    if (find(*self, h) == nullptr) return -ENOTSOCK;
+    return -ENOPROTOOPT; // buffer sizes are per instance (config)
+}
+
+int verbs_close(provider::instance* p, socket_handle h) {
+    verbs_instance* self = self_of(p);
+    if (self == nullptr) return -EINVAL;
+    std::vector<operation*> cancelled;
+    {
+        std::lock_guard lock(self->mutex);
+        vsocket* s = self->table.remove(h);
+        if (s == nullptr) return -ENOTSOCK;
+        s->handle = invalid_socket; // no up-call for it from now on
+        take_pending(*s, cancelled);
+        // Connections a listener held but nobody accepted are reset.
+        for (vsocket* connection : s->ready) {
+            connection->listener = nullptr;
+            start_teardown(*self, *connection);
+        }
+        s->ready.clear();
+        for (auto& [other, owned] : self->sockets)
+            if (other->listener == s) {
+                other->listener = nullptr;
+                start_teardown(*self, *other);
+            }
+        start_teardown(*self, *s);
+    }
+    for (operation* op : cancelled) {
+        op->result = -ECANCELED;
+        op->complete(*op);
+    }
+    self->engine->wake(); // let progress reap it
+    return 0;
+}
+
+void deliver(verbs_instance& self, std::vector<operation*>& ops, std::vector<pending_upcall>& signals) {
+    for (operation* op : ops) op->complete(*op);
+    for (const pending_upcall& signal : signals) {
+        {
+            std::lock_guard lock(self.mutex);
+            if (self.table.find(signal.socket) == nullptr) continue; // closed meanwhile
+        }
+        if (self.calls.on_connection_event != nullptr)
+            self.calls.on_connection_event(self.calls.context, signal.socket, signal.event, signal.status);
+    }
+}
+
+int verbs_progress(provider::instance* p, int timeout_ms) {
+    verbs_instance* self = self_of(p);
+    if (self == nullptr) return -EINVAL;
+    std::lock_guard progress_lock(self->progress_mutex);
+    bool have_work;
+    {
+        std::lock_guard lock(self->mutex);
+        have_work = !self->done.empty() || !self->signals.empty();
+    }
+    int rc = self->engine->run_once(std::chrono::milliseconds(have_work ? 0 : std::max(timeout_ms, 0)));
+    if (rc < 0 && rc != -EINTR && rc != -ETIME) return rc;
+    std::vector<operation*> ops;
+    std::vector<pending_upcall> signals;
+    {
+        std::lock_guard lock(self->mutex);
+        reap_closed(*self);
+        ops.swap(self->done);
+        signals.swap(self->signals);
+    }
+    deliver(*self, ops, signals);
+    return static_cast<int>(ops.size() + signals.size());
+}
+
+int verbs_event_fd(provider::instance* p) {
+    verbs_instance* self = self_of(p);
+    return self == nullptr ? -EINVAL : self->engine->fd();
+}
+
+int verbs_wake(provider::instance* p) {
+    verbs_instance* self = self_of(p);
+    return self == nullptr ? -EINVAL : self->engine->wake();
+}
+
+int verbs_query_memory(provider::instance* p, memory_stats* out) {
+    verbs_instance* self = self_of(p);
+    if (self == nullptr || out == nullptr) return -EINVAL;
+    std::lock_guard lock(self->mutex);
+    *out = {};
+    out->per_connection_bytes = uint64_t(self->settings.slot_size) * (self->settings.send_slots + self->settings.recv_slots);
+    for (auto& [s, owned] : self->sockets)
+        if (s->mr) {
+            out->registered_bytes += s->mr->length;
+            ++out->connections;
+        }
+    out->sockets = self->table.size();
+    return 0;
+}
+
+} // namespace
+
+const provider::ops verbs_ops = provider::with_defaults({
+    .name = "verbs",
+    .create = verbs_create,
+    .destroy = verbs_destroy,
+    .socket = verbs_socket,
+    .bind = verbs_bind,
+    .listen = verbs_listen,
+    .accept = verbs_accept,
+    .connect = verbs_connect,
+    .send = verbs_send,
+    .recv = verbs_recv,
+    .getsockname = verbs_getsockname,
+    .getpeername = verbs_getpeername,
+    .getsockopt = verbs_getsockopt,
+    .setsockopt = verbs_setsockopt,
+    .close = verbs_close,
+    .progress = verbs_progress,
+    .event_fd = verbs_event_fd,
+    .wake = verbs_wake,
+    .query_memory = verbs_query_memory,
+});
+
+} // namespace sansock::verbs
