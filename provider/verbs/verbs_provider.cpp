@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -532,7 +533,8 @@ void handle_connect_request(verbs_instance& self, vsocket* listener, rdma_cm_eve
     self.sockets.emplace(&s, std::move(owned));
 }
 
-void handle_cm_event(verbs_instance& self, rdma_cm_event& event, std::vector<rdma_cm_id*>& reject) {
+void handle_cm_event(verbs_instance& self, rdma_cm_event& event, std::vector<rdma_cm_id*>& reject,
+                     std::vector<ibv_context*>& removed) {
     if (event.event == RDMA_CM_EVENT_CONNECT_REQUEST) {
         handle_connect_request(self, static_cast<vsocket*>(event.listen_id->context), event, reject);
         return;
@@ -560,7 +562,12 @@ void handle_cm_event(verbs_instance& self, rdma_cm_event& event, std::vector<rdm
                 param.rnr_retry_count = 0;
                 rc = checked(rdma_connect(s->id.get(), &param));
             }
-            if (rc != 0) fail_connect(self, *s, rc == -ENOMEM ? rc : -ECONNREFUSED);
+            if (rc != 0) {
+                if (s->qp) std::fprintf(stderr, "sansock verbs: rdma_connect failed: %s\n", strerrordesc_np(-rc));
+                else std::fprintf(stderr, "sansock verbs: cannot set up the connection's QP or register its %zu-byte buffer: %s\n",
+                                  s->buffer_bytes, strerrordesc_np(-rc));
+                fail_connect(self, *s, s->qp ? -ECONNREFUSED : rc);
+            }
         }
         break;
     case RDMA_CM_EVENT_ADDR_ERROR:
@@ -611,18 +618,55 @@ void handle_cm_event(verbs_instance& self, rdma_cm_event& event, std::vector<rdm
         }
         break;
     case RDMA_CM_EVENT_DEVICE_REMOVAL:
-        if (s->state == socket_state::listening) {
-            s->state = socket_state::failed;
-            s->failure = -ENETDOWN;
-            fail_queue(self, s->accepts, -ENETDOWN);
-        } else if (s->state == socket_state::connecting) {
-            fail_connect(self, *s, -ENETDOWN);
-        } else {
-            fail_connection(self, *s, -ENETDOWN, connection_event::device_down);
-        }
+        removed.push_back(event.id->verbs);
         break;
     default:
         break;
+    }
+}
+
+// The device went away: every socket on it fails with -ENETDOWN (pending operations, later
+// calls, one device_down up-call for connections), and everything the instance holds on the
+// device is released now, not at close: the kernel cannot finish removing a device that has no
+// way to disassociate (rxe among them) until every user context on it is closed.
+void release_device(verbs_instance& self, ibv_context* context) {
+    std::vector<vsocket*> dead;
+    for (auto& [s, owned] : self.sockets) {
+        const bool on_device = (s->id && s->id->verbs == context) || (s->device && s->device->context == context);
+        if (!on_device) continue;
+        switch (s->state) {
+        case socket_state::closed: dead.push_back(s); continue;
+        case socket_state::connecting: fail_connect(self, *s, -ENETDOWN); break;
+        case socket_state::listening:
+            fail_queue(self, s->accepts, -ENETDOWN);
+            break;
+        case socket_state::connected:
+        case socket_state::accepting:
+            if (s->listener == nullptr) fail_connection(self, *s, -ENETDOWN, connection_event::device_down);
+            break;
+        default: break;
+        }
+        std::vector<operation*> pending;
+        take_pending(*s, pending);
+        for (operation* op : pending) finish(self, op, -ENETDOWN);
+        s->state = socket_state::failed;
+        s->failure = -ENETDOWN;
+        s->qp.reset();
+        s->cq.reset();
+        s->mr.reset();
+        s->buffer.reset();
+        s->posted_sends = s->posted_recvs = 0;
+        s->device = nullptr;
+        s->id.reset();
+    }
+    for (vsocket* s : dead) {
+        std::erase(self.closing, s);
+        self.sockets.erase(s);
+    }
+    auto device = self.devices.find(context);
+    if (device != self.devices.end()) {
+        self.engine->unwatch(device->second->watch);
+        self.devices.erase(device);
     }
 }
 
@@ -632,8 +676,10 @@ void on_cm_events(void* context, int, uint32_t) noexcept {
     rdma_cm_event* event = nullptr;
     while (rdma_get_cm_event(self.events.get(), &event) == 0) {
         std::vector<rdma_cm_id*> reject;
-        handle_cm_event(self, *event, reject);
+        std::vector<ibv_context*> removed;
+        handle_cm_event(self, *event, reject, removed);
         rdma_ack_cm_event(event);
+        for (ibv_context* context : removed) release_device(self, context);
         // An id we will not keep can only be destroyed once its event is acknowledged.
         for (rdma_cm_id* id : reject) {
             rdma_reject(id, nullptr, 0);
@@ -724,6 +770,7 @@ int verbs_bind(provider::instance* p, socket_handle h, const sockaddr* address, 
     vsocket* s = find(*self, h);
     if (s == nullptr) return -ENOTSOCK;
     if (int rc = validate_ipv4(address, length)) return rc;
+    if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::fresh) return -EINVAL;
     if (int rc = checked(rdma_bind_addr(s->id.get(), const_cast<sockaddr*>(address)))) return rc;
     s->state = socket_state::bound;
@@ -735,6 +782,7 @@ int verbs_listen(provider::instance* p, socket_handle h, int backlog) {
     std::lock_guard lock(self->mutex);
     vsocket* s = find(*self, h);
     if (s == nullptr) return -ENOTSOCK;
+    if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::bound) return s->state == socket_state::fresh ? -EDESTADDRREQ : -EINVAL;
     if (backlog <= 0) backlog = 128;
     if (int rc = checked(rdma_listen(s->id.get(), backlog))) return rc;
@@ -823,6 +871,7 @@ int verbs_getsockname(provider::instance* p, socket_handle h, sockaddr* address,
     std::lock_guard lock(self->mutex);
     vsocket* s = find(*self, h);
     if (s == nullptr) return -ENOTSOCK;
+    if (!s->id) return s->failure;
     return copy_address(rdma_get_local_addr(s->id.get()), address, length);
 }
 
@@ -831,7 +880,7 @@ int verbs_getpeername(provider::instance* p, socket_handle h, sockaddr* address,
     std::lock_guard lock(self->mutex);
     vsocket* s = find(*self, h);
     if (s == nullptr) return -ENOTSOCK;
-    if (s->state != socket_state::connected) return s->state == socket_state::failed ? s->failure : -ENOTCONN;
+    if (s->state != socket_state::connected || !s->id) return s->state == socket_state::failed ? s->failure : -ENOTCONN;
     return copy_address(rdma_get_peer_addr(s->id.get()), address, length);
 }
 

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "tests/support/peer_process.hpp"
@@ -23,6 +24,12 @@ int main(int argc, char** argv) {
     if (sansock::test::test_address().empty()) {
         std::fprintf(stderr, "an RDMA device is present but no IPv4 address was found for it: "
                              "set SANSOCK_TEST_ADDR (skipping, exit 77)\n");
+        return 77;
+    }
+#endif
+#ifdef SANSOCK_TEST_NEEDS_REMOVABLE_DEVICE
+    if (std::getenv("SANSOCK_TEST_REMOVABLE_DEVICE") == nullptr) {
+        std::fprintf(stderr, "no device declared removable (SANSOCK_TEST_REMOVABLE_DEVICE): skipping (exit 77)\n");
         return 77;
     }
 #endif

@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: MIT
+// A device that disappears under the verbs provider (`rdma link delete`): every pending
+// operation completes -ENETDOWN, later calls fail the same, nothing crashes, nothing hangs, and
+// the removal itself completes (the provider lets go of the device).
+//
+// Destructive, so it runs only on a device the environment declares removable
+// (SANSOCK_TEST_REMOVABLE_DEVICE, _ADDR, _NETDEV: set in the SoftRoCE VM and by
+// scripts/test's native-rxe mode), and puts the device back afterwards.
+#include <arpa/inet.h>
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "provider/verbs/verbs_provider.hpp"
+#include "tests/support/peer_process.hpp"
+#include "tests/support/provider_harness.hpp"
+#include "tests/support/rdma_test_env.hpp"
+
+using namespace std::chrono_literals;
+using namespace sansock;
+using namespace sansock::test;
+using provider::operation_kind;
+
+namespace {
+
+std::string env(const char* name) {
+    const char* value = std::getenv(name);
+    return value != nullptr ? value : "";
+}
+
+sockaddr_in ipv4(const std::string& address, uint16_t port) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    inet_pton(AF_INET, address.c_str(), &a.sin_addr);
+    return a;
+}
+
+const char* text(int64_t code) { return code < 0 ? strerrordesc_np(static_cast<int>(-code)) : "ok"; }
+
+// The process that holds sockets on the device while it is removed.
+int device_holder(const std::vector<std::string>& args) {
+    if (args.size() != 1) return 2;
+    const std::string address = args[0];
+    provider_harness server(verbs::verbs_ops, {});
+    provider_harness client(verbs::verbs_ops, {});
+    if (server.status() != 0 || client.status() != 0) return 3;
+    const auto& ops = server.ops();
+    provider::socket_handle listener = 0, connected = 0;
+    sockaddr_in a = ipv4(address, 0);
+    socklen_t length = sizeof a;
+    if (ops.socket(server.instance(), &listener) || ops.bind(server.instance(), listener, reinterpret_cast<sockaddr*>(&a), sizeof a) ||
+        ops.listen(server.instance(), listener, 16) ||
+        ops.getsockname(server.instance(), listener, reinterpret_cast<sockaddr*>(&a), &length))
+        return 4;
+    waitable_operation accept_op(operation_kind::accept), connect_op(operation_kind::connect);
+    ops.accept(server.instance(), listener, &accept_op);
+    ops.socket(client.instance(), &connected);
+    std::memcpy(&connect_op.address, &a, sizeof a);
+    connect_op.address_length = sizeof a;
+    ops.connect(client.instance(), connected, &connect_op);
+    if (!connect_op.wait(60s) || connect_op.result != 0 || !accept_op.wait(60s) || accept_op.result != 0) return 5;
+    const provider::socket_handle accepted = accept_op.accepted;
+
+    // Pending at removal: a receive at each end, and a second accept.
+    uint8_t byte_a, byte_b;
+    waitable_operation recv_a(operation_kind::recv), recv_b(operation_kind::recv), accept_more(operation_kind::accept);
+    recv_a.buffer = &byte_a;
+    recv_b.buffer = &byte_b;
+    recv_a.length = recv_b.length = 1;
+    ops.recv(client.instance(), connected, &recv_a);
+    ops.recv(server.instance(), accepted, &recv_b);
+    ops.accept(server.instance(), listener, &accept_more);
+    report("ready", 1);
+
+    const bool all_done = recv_a.wait(120s) && recv_b.wait(120s) && accept_more.wait(120s);
+    report("completed", all_done ? 1 : 0);
+    report("recv_client", text(recv_a.result));
+    report("recv_server", text(recv_b.result));
+    report("accept", text(accept_more.result));
+    report("completions", recv_a.completed() + recv_b.completed() + accept_more.completed());
+
+    // Later calls fail the same way; close still works.
+    waitable_operation late(operation_kind::send);
+    late.buffer = &byte_a;
+    late.length = 1;
+    report("later_send", text(ops.send(client.instance(), connected, &late)));
+    waitable_operation late_recv(operation_kind::recv);
+    late_recv.buffer = &byte_b;
+    late_recv.length = 1;
+    report("later_recv", text(ops.recv(server.instance(), accepted, &late_recv)));
+    waitable_operation late_accept(operation_kind::accept);
+    report("later_accept", text(ops.accept(server.instance(), listener, &late_accept)));
+    long down_events = 0;
+    for (const auto& e : server.events()) down_events += e.event == provider::connection_event::device_down;
+    for (const auto& e : client.events()) down_events += e.event == provider::connection_event::device_down;
+    report("device_down_events", down_events);
+    report("close", ops.close(client.instance(), connected) | ops.close(server.instance(), accepted) |
+                        ops.close(server.instance(), listener));
+    return 0;
+}
+
+peer_role_registrar register_holder("device-holder", device_holder);
+
+} // namespace
+
+TEST_CASE("Removing the device completes pending operations with -ENETDOWN and later calls fail the same") {
+    const std::string device = env("SANSOCK_TEST_REMOVABLE_DEVICE");
+    const std::string address = env("SANSOCK_TEST_REMOVABLE_ADDR");
+    const std::string netdev = env("SANSOCK_TEST_REMOVABLE_NETDEV");
+    REQUIRE_MESSAGE(!device.empty(), "SANSOCK_TEST_REMOVABLE_* not set");
+
+    peer_process holder("device-holder", {address});
+    REQUIRE(holder.started());
+    REQUIRE_MESSAGE(holder.wait_for("ready", 120s).has_value(), "the holder did not connect");
+
+    // Bounded: a removal that waits for ever on a context nobody releases is the failure here.
+    const std::string removal = command_output("timeout 90 rdma link delete " + device + " && echo removed");
+    CHECK_MESSAGE(removal.find("removed") != std::string::npos, "rdma link delete did not finish");
+    const int status = holder.wait_exit(150s);
+    // Put the device back for whatever runs next.
+    command_output("rdma link add " + device + " type rxe netdev " + netdev + " && echo added");
+
+    const auto& r = holder.reports();
+    auto value = [&](const char* key) {
+        auto it = r.find(key);
+        return it == r.end() ? std::string("(not reported)") : it->second;
+    };
+    CHECK(status == 0);
+    CHECK(value("completed") == "1");
+    CHECK(value("completions") == "3");
+    const std::string down = strerrordesc_np(ENETDOWN);
+    CHECK(value("recv_client") == down);
+    CHECK(value("recv_server") == down);
+    CHECK(value("accept") == down);
+    CHECK(value("later_send") == down);
+    CHECK(value("later_recv") == down);
+    CHECK(value("later_accept") == down);
+    CHECK(value("device_down_events") == "2");
+    CHECK(value("close") == "0");
+}
