@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: MIT */
+/* sansock: stream sockets over RDMA with Windows SAN-provider close semantics. C11 and C++. */
+#ifndef SANSOCK_H
+#define SANSOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "sansock/errors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Every function returns >= 0 on success or a negated errno (see errors.h); errno is never
+ * used. Errors any call can give besides those listed: -EINVAL for a NULL pointer argument. */
+
+/* ---- Context ------------------------------------------------------------------------------ */
+
+typedef struct sansock_context sansock_context;
+
+enum sansock_progress_mode {
+    SANSOCK_PROGRESS_THREAD = 0, /* an internal thread makes progress (default) */
+    SANSOCK_PROGRESS_MANUAL = 1  /* the caller calls sansock_progress; blocking calls drive it too */
+};
+
+enum sansock_provider_kind {
+    SANSOCK_PROVIDER_VERBS = 0,    /* RDMA through rdma-core (default) */
+    SANSOCK_PROVIDER_LOOPBACK = 1  /* in-process, for tests: contexts reach each other by address */
+};
+
+struct sansock_context_attr {
+    uint32_t size;                 /* sizeof(struct sansock_context_attr) */
+    uint32_t provider;             /* enum sansock_provider_kind */
+    uint32_t progress_mode;        /* enum sansock_progress_mode */
+    uint32_t graceful_timeout_ms;  /* background graceful disconnect, then hard; 0: default 10000 */
+    uint32_t slot_size;            /* provider buffer slot; 0: default 16384 */
+    uint32_t send_slots;           /* 0: default 8 */
+    uint32_t recv_slots;           /* 0: default 8 */
+    uint32_t window_bytes;         /* per-connection receive window of the session; 0: 262144 */
+};
+
+/* Fills *attr with the defaults. */
+void sansock_context_attr_init(struct sansock_context_attr* attr);
+
+/* Creates a context (attr NULL: defaults). -EINVAL (bad attribute), -ENOMEM, -ENOSYS (no
+ * io_uring), -ENETDOWN (no RDMA stack for the verbs provider). */
+int sansock_context_create(const struct sansock_context_attr* attr, sansock_context** out);
+
+/* Hard-closes every socket of the context, stops its thread and frees it. Sockets closing
+ * gracefully in the background are reset. 0, or -EBUSY if called from a sansock callback. */
+int sansock_context_destroy(sansock_context* ctx);
+
+/* Manual progress: a descriptor that polls readable when sansock_progress has work, and the
+ * call that does it (waits at most timeout_ms; 0 does not wait). Returns the number of events
+ * handled. -EBADFD if the context makes progress by its own thread. */
+int sansock_context_fd(sansock_context* ctx);
+int sansock_progress(sansock_context* ctx, int timeout_ms);
+
+/* ---- Sockets ------------------------------------------------------------------------------ */
+
+/* A socket handle. Handles carry a generation: a closed handle stays invalid (-ENOTSOCK) even
+ * after its slot is reused. 0 is never a socket. */
+typedef uint64_t sansock_socket_t;
+
+/* -ENOMEM, -EMFILE. */
+int sansock_socket(sansock_context* ctx, sansock_socket_t* out);
+
+/* Every call below: -ENOTSOCK for a handle that is not (or no longer) a socket. */
+
+/* -EAFNOSUPPORT (not AF_INET), -EINVAL (short address, already bound), -EADDRINUSE,
+ * -EADDRNOTAVAIL. */
+int sansock_bind(sansock_socket_t s, const struct sockaddr* address, socklen_t length);
+
+/* -EDESTADDRREQ (not bound), -EINVAL (connected). */
+int sansock_listen(sansock_socket_t s, int backlog);
+
+/* Blocking: waits for a connection. Nonblocking: -EWOULDBLOCK if none is ready.
+ * -EINVAL (not listening), -ECANCELED (closed meanwhile), -ENETDOWN. peer may be NULL. */
+int sansock_accept(sansock_socket_t s, sansock_socket_t* out, struct sockaddr* peer, socklen_t* length);
+
+/* Blocking: connects (bounded by the provider's resolution and connection time-outs).
+ * Nonblocking: -EINPROGRESS, then the socket polls writable (SANSOCK_POLLOUT) when connected,
+ * or SANSOCK_POLLERR with the reason in SO_ERROR. -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH,
+ * -EISCONN, -EALREADY, -EAFNOSUPPORT, -ENETDOWN. */
+int sansock_connect(sansock_socket_t s, const struct sockaddr* address, socklen_t length);
+
+/* Queues data for sending; returns the bytes taken (1..length). Blocking: waits for room.
+ * Nonblocking: -EWOULDBLOCK when the send buffer is full. -ENOTCONN, -EPIPE (after SHUT_WR or
+ * close), -ECONNRESET (the peer reset), -ENETDOWN. */
+ssize_t sansock_send(sansock_socket_t s, const void* buffer, size_t length, int flags);
+
+/* Returns 1..length bytes, or 0 at end of stream (the peer shut down or closed gracefully,
+ * or after SHUT_RD). Blocking: waits for data. Nonblocking: -EWOULDBLOCK. -ENOTCONN,
+ * -ECONNRESET, -ENETDOWN. MSG_WAITALL waits for length bytes (or end of stream). */
+ssize_t sansock_recv(sansock_socket_t s, void* buffer, size_t length, int flags);
+
+/* SHUT_WR sends end of stream after the queued data; SHUT_RD makes receives return 0;
+ * SHUT_RDWR both. A second shutdown of a direction is harmless (0). -ENOTCONN, -EINVAL. */
+int sansock_shutdown(sansock_socket_t s, int how);
+
+/* SOL_SOCKET options: SO_LINGER (struct linger), SO_DONTLINGER (int; nonzero sets linger
+ * off, zero sets it on with the stored interval), SO_SNDBUF, SO_RCVBUF (int, bytes),
+ * SO_ERROR (get: the pending error, positive errno, cleared), SO_TYPE (get). And
+ * SANSOCK_SO_NONBLOCK (int). -ENOPROTOOPT (unknown option), -EINVAL (NULL value, short
+ * length), -EFAULT is never returned. */
+#define SANSOCK_SO_NONBLOCK 0x5301
+#ifndef SO_DONTLINGER
+#define SO_DONTLINGER ((int)(~SO_LINGER))
+#endif
+int sansock_setsockopt(sansock_socket_t s, int level, int name, const void* value, socklen_t length);
+int sansock_getsockopt(sansock_socket_t s, int level, int name, void* value, socklen_t* length);
+int sansock_getsockname(sansock_socket_t s, struct sockaddr* address, socklen_t* length);
+int sansock_getpeername(sansock_socket_t s, struct sockaddr* address, socklen_t* length);
+
+/* Closes the handle, as the table of docs/semantics.md section 2:
+ * - SO_DONTLINGER (default): returns 0 at once; queued data is still sent, then the connection
+ *   is closed gracefully in the background, hard after the context's graceful time-out.
+ * - SO_LINGER 0: returns 0 at once; the connection is reset, unsent data is lost.
+ * - SO_LINGER n, blocking socket: waits until all data is sent and acknowledged, or n seconds;
+ *   on time-out the connection is reset and close returns -ETIMEDOUT. The handle is released
+ *   either way.
+ * - SO_LINGER n, nonblocking socket, data still unsent: -EWOULDBLOCK; the handle stays valid
+ *   and no disconnect starts, until linger is changed or shutdown is called.
+ * Pending asynchronous operations complete -ECANCELED before close returns; no other callback
+ * runs for the socket afterwards. -ENOTSOCK, -EWOULDBLOCK, -ETIMEDOUT. */
+int sansock_close(sansock_socket_t s);
+
+/* ---- Poll --------------------------------------------------------------------------------- */
+
+#define SANSOCK_POLLIN 0x001  /* data, end of stream, or (listener) a connection to accept */
+#define SANSOCK_POLLOUT 0x004 /* room to send; a nonblocking connect has finished */
+#define SANSOCK_POLLERR 0x008 /* an error is pending (SO_ERROR) */
+#define SANSOCK_POLLHUP 0x010 /* the connection is gone (reset, or both directions shut) */
+#define SANSOCK_POLLNVAL 0x020 /* not a socket */
+
+struct sansock_pollfd {
+    sansock_socket_t socket;
+    short events;
+    short revents;
+};
+
+/* Waits until one of the sockets is ready or timeout_ms passes (-1: no limit; 0: check).
+ * Returns how many have revents set. All sockets must belong to one context (-EINVAL). */
+int sansock_poll(struct sansock_pollfd* fds, size_t count, int timeout_ms);
+
+/* ---- Asynchronous (overlapped) operations ------------------------------------------------- */
+
+/* result: bytes sent or received (0 = end of stream), the accepted socket for accept, or a
+ * negated errno (-ECANCELED when the socket was closed). Called exactly once, never on the
+ * calling thread before the call returns, from the context's progress (its thread, or
+ * sansock_progress). */
+typedef void (*sansock_callback)(void* user, int64_t result);
+
+/* Return 0 when the operation was started (the callback follows), or a negated errno and no
+ * callback. The buffer must stay valid until the callback. */
+int sansock_send_async(sansock_socket_t s, const void* buffer, size_t length, sansock_callback callback, void* user);
+int sansock_recv_async(sansock_socket_t s, void* buffer, size_t length, sansock_callback callback, void* user);
+int sansock_accept_async(sansock_socket_t s, sansock_callback callback, void* user);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SANSOCK_H */

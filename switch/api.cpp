@@ -1,0 +1,529 @@
+// SPDX-License-Identifier: MIT
+// The public socket calls of include/sansock/sansock.h.
+#include <netinet/in.h>
+#include <sys/time.h>
+
+#include <cstring>
+
+#include "switch/switch_internal.hpp"
+
+using namespace sansock;
+using namespace sansock::sw;
+
+namespace {
+
+// Callbacks a call queued (an async operation satisfied at once) run in progress, never on
+// the caller's thread before the call returns: wake progress so they run soon. Declared after
+// the call's lock, so it runs while the lock is still held.
+struct wake_on_exit {
+    context* ctx;
+    std::unique_lock<std::mutex>& lock;
+    ~wake_on_exit() {
+        if (lock.owns_lock() && !ctx->callbacks.empty()) ctx->ops.wake(ctx->instance);
+    }
+};
+
+std::optional<time_point> deadline_after(const context& ctx, std::chrono::milliseconds timeout) {
+    if (timeout.count() <= 0) return std::nullopt;
+    return ctx.now() + timeout;
+}
+
+int validate_address(const sockaddr* address, socklen_t length) {
+    if (address == nullptr || length < static_cast<socklen_t>(sizeof(sa_family_t))) return -EINVAL;
+    if (address->sa_family != AF_INET) return -EAFNOSUPPORT;
+    if (length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
+    return 0;
+}
+
+// The user lets go of the handle: later use gives -ENOTSOCK; async operations complete
+// -ECANCELED (their data is not sent); unread data is dropped.
+void release_handle(stream_socket& s) {
+    unregister_socket(s.handle);
+    s.handle = 0;
+    for (auto& op : s.async_recvs) s.ctx->callbacks.push_back({op->callback, op->user, -ECANCELED});
+    s.async_recvs.clear();
+    for (auto& op : s.async_accepts) s.ctx->callbacks.push_back({op->callback, op->user, -ECANCELED});
+    s.async_accepts.clear();
+    std::erase_if(s.send_queue, [&](send_chunk& chunk) {
+        if (!chunk.op || chunk.offset > 0) return false; // a started chunk goes out whole
+        s.ctx->callbacks.push_back({chunk.op->callback, chunk.op->user, -ECANCELED});
+        s.send_queued -= chunk.length;
+        return true;
+    });
+    for (send_chunk& chunk : s.send_queue)
+        if (chunk.op) { // partly sent: keep our own copy of the rest, the user's buffer is theirs again
+            s.ctx->callbacks.push_back({chunk.op->callback, chunk.op->user, -ECANCELED});
+            chunk.copy.assign(chunk.external, chunk.external + chunk.length);
+            chunk.external = nullptr;
+            chunk.op.reset();
+        }
+    s.received.clear();
+    s.received_bytes = 0;
+    s.received_offset = 0;
+}
+
+} // namespace
+
+extern "C" int sansock_socket(sansock_context* c, sansock_socket_t* out) {
+    if (c == nullptr || out == nullptr) return -EINVAL;
+    auto& ctx = *reinterpret_cast<context*>(c);
+    std::lock_guard lock(ctx.mutex);
+    provider::socket_handle ps = 0;
+    if (int rc = ctx.ops.socket(ctx.instance, &ps)) return rc;
+    auto owned = std::make_unique<stream_socket>();
+    owned->ctx = &ctx;
+    owned->ps = ps;
+    owned->window_bytes = ctx.attr.window_bytes;
+    owned->send_buffer_limit = ctx.attr.window_bytes;
+    owned->handle = register_socket(owned.get());
+    if (owned->handle == 0) {
+        ctx.ops.close(ctx.instance, ps);
+        return -EMFILE;
+    }
+    ctx.by_provider_socket[ps] = owned.get();
+    *out = owned->handle;
+    ctx.sockets.emplace(owned.get(), std::move(owned));
+    return 0;
+}
+
+extern "C" int sansock_bind(sansock_socket_t h, const struct sockaddr* address, socklen_t length) {
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (int rc = validate_address(address, length)) return rc;
+    if (s->state != socket_state::created) return -EINVAL;
+    if (int rc = s->ctx->ops.bind(s->ctx->instance, s->ps, address, length)) return rc;
+    s->state = socket_state::bound;
+    return 0;
+}
+
+extern "C" int sansock_listen(sansock_socket_t h, int backlog) {
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (s->state == socket_state::created) return -EDESTADDRREQ;
+    if (s->state == socket_state::listening) return 0;
+    if (s->state != socket_state::bound) return -EINVAL;
+    s->backlog = backlog > 0 ? std::min(backlog, 4096) : 128;
+    if (int rc = s->ctx->ops.listen(s->ctx->instance, s->ps, s->backlog)) return rc;
+    s->state = socket_state::listening;
+    return post_accept(*s);
+}
+
+extern "C" int sansock_accept(sansock_socket_t h, sansock_socket_t* out, struct sockaddr* peer, socklen_t* length) {
+    if (out == nullptr) return -EINVAL;
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->state != socket_state::listening) return -EINVAL;
+    context& ctx = *s->ctx;
+    auto ready = [&] { return !s->ready.empty() || s->handle != h || s->state != socket_state::listening; };
+    if (s->nonblocking) {
+        if (!ready()) return -EWOULDBLOCK;
+    } else if (!wait_until(ctx, lock, ready, deadline_after(ctx, s->recv_timeout))) {
+        return -EWOULDBLOCK;
+    }
+    if (s->handle != h) return -ECANCELED; // closed by another thread while we waited
+    if (s->state != socket_state::listening) return s->state == socket_state::failed ? s->failure : -EINVAL;
+    stream_socket* accepted = s->ready.front();
+    s->ready.pop_front();
+    accepted->listener = nullptr;
+    accepted->handle = register_socket(accepted);
+    post_accept(*s);
+    if (accepted->handle == 0) {
+        hard_close(*accepted);
+        lock.unlock();
+        run_deferred(ctx);
+        return -EMFILE;
+    }
+    if (peer != nullptr && length != nullptr && accepted->ps != 0)
+        ctx.ops.getpeername(ctx.instance, accepted->ps, peer, length);
+    *out = accepted->handle;
+    return 0;
+}
+
+extern "C" int sansock_connect(sansock_socket_t h, const struct sockaddr* address, socklen_t length) {
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (int rc = validate_address(address, length)) return rc;
+    switch (s->state) {
+    case socket_state::created:
+    case socket_state::bound: break;
+    case socket_state::connecting: return -EALREADY;
+    case socket_state::connected: return -EISCONN;
+    case socket_state::failed: return s->failure;
+    default: return -EINVAL;
+    }
+    if (int rc = start_connect(*s, address, length)) return rc;
+    s->state = socket_state::connecting;
+    if (s->nonblocking) return -EINPROGRESS;
+    context& ctx = *s->ctx;
+    // The provider bounds resolution and connection; this bounds the whole call regardless.
+    const auto limit = std::chrono::milliseconds(s->send_timeout.count() > 0 ? s->send_timeout.count() : 60000);
+    if (!wait_until(ctx, lock, [&] { return s->state != socket_state::connecting || s->handle != h; },
+                    ctx.now() + limit)) {
+        fail_socket(*s, -ETIMEDOUT);
+        hard_close(*s);
+        lock.unlock();
+        run_deferred(ctx);
+        return -ETIMEDOUT;
+    }
+    if (s->handle != h) return -ECANCELED;
+    if (s->state == socket_state::connected) return 0;
+    s->pending_error = 0;
+    return s->failure;
+}
+
+extern "C" ssize_t sansock_send(sansock_socket_t h, const void* buffer, size_t length, int flags) {
+    (void)flags;
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (buffer == nullptr && length > 0) return -EINVAL;
+    wake_on_exit deferred{s->ctx, lock};
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->state != socket_state::connected) return -ENOTCONN;
+    if (s->shut_write) return -EPIPE;
+    if (length == 0) return 0;
+    context& ctx = *s->ctx;
+    auto room = [&] {
+        return s->handle != h || s->state != socket_state::connected || s->shut_write ||
+               s->send_queued < s->send_buffer_limit;
+    };
+    if (!room()) {
+        if (s->nonblocking) return -EWOULDBLOCK;
+        if (!wait_until(ctx, lock, room, deadline_after(ctx, s->send_timeout))) return -EWOULDBLOCK;
+    }
+    if (s->handle != h) return -ENOTSOCK;
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->shut_write) return -EPIPE;
+    const size_t n = std::min(length, s->send_buffer_limit - s->send_queued);
+    send_chunk chunk;
+    chunk.copy.assign(static_cast<const uint8_t*>(buffer), static_cast<const uint8_t*>(buffer) + n);
+    chunk.length = n;
+    s->send_queue.push_back(std::move(chunk));
+    s->send_queued += n;
+    pump_send(*s);
+    return static_cast<ssize_t>(n);
+}
+
+extern "C" ssize_t sansock_recv(sansock_socket_t h, void* buffer, size_t length, int flags) {
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (buffer == nullptr && length > 0) return -EINVAL;
+    wake_on_exit deferred{s->ctx, lock};
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->state != socket_state::connected) return -ENOTCONN;
+    if (s->shut_read || length == 0) return 0;
+    context& ctx = *s->ctx;
+    const bool wait_all = (flags & MSG_WAITALL) != 0;
+    size_t copied = 0;
+    for (;;) {
+        copied += take_received(*s, static_cast<uint8_t*>(buffer) + copied, length - copied);
+        if (copied == length || (copied > 0 && !wait_all)) return static_cast<ssize_t>(copied);
+        if (s->session.fin_received || s->shut_read) return static_cast<ssize_t>(copied);
+        if (s->nonblocking) return copied > 0 ? static_cast<ssize_t>(copied) : -EWOULDBLOCK;
+        auto readable = [&] {
+            return s->handle != h || s->received_bytes > 0 || s->session.fin_received || s->shut_read ||
+                   s->state != socket_state::connected;
+        };
+        if (!wait_until(ctx, lock, readable, deadline_after(ctx, s->recv_timeout)))
+            return copied > 0 ? static_cast<ssize_t>(copied) : -EWOULDBLOCK;
+        if (s->handle != h) return copied > 0 ? static_cast<ssize_t>(copied) : -ENOTSOCK;
+        if (s->state == socket_state::failed) return s->failure;
+    }
+}
+
+extern "C" int sansock_shutdown(sansock_socket_t h, int how) {
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return -EINVAL;
+    wake_on_exit deferred{s->ctx, lock};
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->state != socket_state::connected) return -ENOTCONN;
+    if (how == SHUT_RD || how == SHUT_RDWR) {
+        if (!s->shut_read) {
+            s->shut_read = true;
+            s->consumed_uncredited += static_cast<uint32_t>(s->received_bytes); // dropped unread
+            s->received.clear();
+            s->received_bytes = 0;
+            s->received_offset = 0;
+            deliver_async(*s);
+        }
+    }
+    if (how == SHUT_WR || how == SHUT_RDWR) {
+        s->shut_write = true;
+        pump_send(*s); // FIN follows the queued data
+    }
+    return 0;
+}
+
+extern "C" int sansock_setsockopt(sansock_socket_t h, int level, int name, const void* value, socklen_t length) {
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (value == nullptr) return -EINVAL;
+    if (level != SOL_SOCKET) return -ENOPROTOOPT;
+    auto as_int = [&](int& out) {
+        if (length < static_cast<socklen_t>(sizeof(int))) return -EINVAL;
+        std::memcpy(&out, value, sizeof out);
+        return 0;
+    };
+    auto as_timeout = [&](std::chrono::milliseconds& out) {
+        if (length < static_cast<socklen_t>(sizeof(timeval))) return -EINVAL;
+        timeval tv;
+        std::memcpy(&tv, value, sizeof tv);
+        if (tv.tv_sec < 0 || tv.tv_usec < 0 || tv.tv_usec >= 1000000) return -EINVAL;
+        out = std::chrono::milliseconds(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000);
+        return 0;
+    };
+    int v = 0;
+    switch (name) {
+    case SO_LINGER: {
+        if (length < static_cast<socklen_t>(sizeof(linger))) return -EINVAL;
+        linger l;
+        std::memcpy(&l, value, sizeof l);
+        if (l.l_linger < 0) return -EINVAL;
+        s->linger_option = {l.l_onoff != 0 ? 1 : 0, l.l_linger};
+        return 0;
+    }
+    case SO_DONTLINGER:
+        if (int rc = as_int(v)) return rc;
+        s->linger_option.l_onoff = v != 0 ? 0 : 1;
+        return 0;
+    case SANSOCK_SO_NONBLOCK:
+        if (int rc = as_int(v)) return rc;
+        s->nonblocking = v != 0;
+        return 0;
+    case SO_SNDBUF:
+        if (int rc = as_int(v)) return rc;
+        if (v <= 0) return -EINVAL;
+        s->send_buffer_limit = static_cast<size_t>(v);
+        s->ctx->changed.notify_all();
+        return 0;
+    case SO_RCVBUF:
+        if (int rc = as_int(v)) return rc;
+        if (v < static_cast<int>(session::min_window) || v > static_cast<int>(session::max_window)) return -EINVAL;
+        if (s->state == socket_state::connected || s->state == socket_state::failed) return -EISCONN;
+        s->window_bytes = static_cast<uint32_t>(v);
+        return 0;
+    case SO_RCVTIMEO: return as_timeout(s->recv_timeout);
+    case SO_SNDTIMEO: return as_timeout(s->send_timeout);
+    default: return -ENOPROTOOPT;
+    }
+}
+
+extern "C" int sansock_getsockopt(sansock_socket_t h, int level, int name, void* value, socklen_t* length) {
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (value == nullptr || length == nullptr) return -EINVAL;
+    if (level != SOL_SOCKET) return -ENOPROTOOPT;
+    auto put = [&](const void* data, socklen_t size) {
+        if (*length < size) return -EINVAL;
+        std::memcpy(value, data, size);
+        *length = size;
+        return 0;
+    };
+    int v = 0;
+    switch (name) {
+    case SO_LINGER: {
+        linger l{s->linger_option.l_onoff, s->linger_option.l_linger};
+        return put(&l, sizeof l);
+    }
+    case SO_DONTLINGER: v = s->linger_option.l_onoff == 0; return put(&v, sizeof v);
+    case SANSOCK_SO_NONBLOCK: v = s->nonblocking; return put(&v, sizeof v);
+    case SO_SNDBUF: v = static_cast<int>(s->send_buffer_limit); return put(&v, sizeof v);
+    case SO_RCVBUF: v = static_cast<int>(s->window_bytes); return put(&v, sizeof v);
+    case SO_TYPE: v = SOCK_STREAM; return put(&v, sizeof v);
+    case SO_ERROR:
+        v = -s->pending_error;
+        s->pending_error = 0;
+        return put(&v, sizeof v);
+    case SO_RCVTIMEO:
+    case SO_SNDTIMEO: {
+        const auto ms = (name == SO_RCVTIMEO ? s->recv_timeout : s->send_timeout).count();
+        timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+        return put(&tv, sizeof tv);
+    }
+    default: return -ENOPROTOOPT;
+    }
+}
+
+extern "C" int sansock_getsockname(sansock_socket_t h, struct sockaddr* address, socklen_t* length) {
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (s->ps == 0) return s->failure != 0 ? s->failure : -ENOTCONN;
+    return s->ctx->ops.getsockname(s->ctx->instance, s->ps, address, length);
+}
+
+extern "C" int sansock_getpeername(sansock_socket_t h, struct sockaddr* address, socklen_t* length) {
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (s->state != socket_state::connected || s->ps == 0) return s->failure != 0 ? s->failure : -ENOTCONN;
+    return s->ctx->ops.getpeername(s->ctx->instance, s->ps, address, length);
+}
+
+extern "C" int sansock_close(sansock_socket_t h) {
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    context& ctx = *s->ctx;
+    int result = 0;
+    const bool connected = s->state == socket_state::connected;
+    const bool lingering = s->linger_option.l_onoff != 0;
+    const auto all_sent = [&] { return s->send_queued == 0 && s->unacknowledged == 0; };
+    if (!connected) {
+        release_handle(*s); // created, bound, listening, connecting or failed: nothing graceful to do
+        hard_close(*s);
+    } else if (lingering && s->linger_option.l_linger == 0) {
+        release_handle(*s); // LINGER 0: reset, unsent data lost
+        s->send_queue.clear();
+        s->send_queued = 0;
+        hard_close(*s);
+    } else {
+        if (lingering) {
+            if (s->nonblocking && !all_sent() && !s->shut_write) return -EWOULDBLOCK; // nothing starts
+            if (!s->nonblocking) {
+                const auto deadline = ctx.now() + std::chrono::seconds(s->linger_option.l_linger);
+                const bool sent = wait_until(
+                    ctx, lock, [&] { return all_sent() || s->state != socket_state::connected || s->handle != h; },
+                    deadline);
+                if (s->handle != h) return -ENOTSOCK; // closed by another thread meanwhile
+                if (!sent) {
+                    release_handle(*s);
+                    log_reset(ctx, *s, "linger time-out with data unacknowledged");
+                    fail_socket(*s, -ETIMEDOUT);
+                    hard_close(*s);
+                    result = -ETIMEDOUT;
+                }
+            }
+        }
+        if (result == 0) {
+            release_handle(*s);
+            if (s->state != socket_state::connected) {
+                hard_close(*s);
+            } else {
+                // Graceful, in the background: queued data, then FIN; done when the peer's FIN
+                // has come too, hard after the graceful time-out.
+                s->closing = true;
+                s->shut_write = true;
+                s->graceful_deadline = ctx.now() + std::chrono::milliseconds(ctx.attr.graceful_timeout_ms);
+                pump_send(*s);
+                finish_graceful_if_done(*s);
+            }
+        }
+    }
+    maybe_free(*s);
+    lock.unlock();
+    run_deferred(ctx); // the provider close and the -ECANCELED callbacks, before close returns
+    ctx.ops.wake(ctx.instance);
+    return result;
+}
+
+namespace {
+short readiness(const stream_socket& s) {
+    short events = 0;
+    switch (s.state) {
+    case socket_state::listening:
+        if (!s.ready.empty()) events |= SANSOCK_POLLIN;
+        break;
+    case socket_state::connected:
+        if (s.received_bytes > 0 || s.session.fin_received || s.shut_read) events |= SANSOCK_POLLIN;
+        if (!s.shut_write && s.send_queued < s.send_buffer_limit) events |= SANSOCK_POLLOUT;
+        if (s.session.fin_received && s.shut_write) events |= SANSOCK_POLLHUP;
+        break;
+    case socket_state::failed:
+        events |= SANSOCK_POLLERR | SANSOCK_POLLHUP | SANSOCK_POLLIN;
+        break;
+    default: break;
+    }
+    if (s.pending_error != 0) events |= SANSOCK_POLLERR;
+    return events;
+}
+} // namespace
+
+extern "C" int sansock_poll(struct sansock_pollfd* fds, size_t count, int timeout_ms) {
+    if (fds == nullptr || count == 0) return -EINVAL;
+    std::unique_lock<std::mutex> lock;
+    stream_socket* first = nullptr;
+    for (size_t i = 0; i < count && first == nullptr; ++i) first = lock_socket(fds[i].socket, lock);
+    if (first == nullptr) {
+        for (size_t i = 0; i < count; ++i) fds[i].revents = SANSOCK_POLLNVAL;
+        return static_cast<int>(count);
+    }
+    context& ctx = *first->ctx;
+    int ready_count = 0;
+    auto scan = [&] {
+        ready_count = 0;
+        for (size_t i = 0; i < count; ++i) {
+            stream_socket* s = find_registered(fds[i].socket);
+            if (s != nullptr && s->ctx != &ctx) return false;
+            const short mask = fds[i].events | SANSOCK_POLLERR | SANSOCK_POLLHUP | SANSOCK_POLLNVAL;
+            fds[i].revents = s == nullptr ? SANSOCK_POLLNVAL : static_cast<short>(readiness(*s) & mask);
+            if (fds[i].revents != 0) ++ready_count;
+        }
+        return ready_count > 0;
+    };
+    for (size_t i = 0; i < count; ++i) {
+        stream_socket* s = find_registered(fds[i].socket);
+        if (s != nullptr && s->ctx != &ctx) return -EINVAL;
+    }
+    std::optional<time_point> deadline;
+    if (timeout_ms >= 0) deadline = ctx.now() + std::chrono::milliseconds(timeout_ms);
+    wait_until(ctx, lock, scan, deadline);
+    return ready_count;
+}
+
+extern "C" int sansock_send_async(sansock_socket_t h, const void* buffer, size_t length, sansock_callback callback, void* user) {
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (buffer == nullptr || length == 0 || callback == nullptr) return -EINVAL;
+    wake_on_exit deferred{s->ctx, lock};
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->state != socket_state::connected) return -ENOTCONN;
+    if (s->shut_write) return -EPIPE;
+    send_chunk chunk;
+    chunk.external = static_cast<const uint8_t*>(buffer);
+    chunk.length = length;
+    chunk.op = std::make_unique<user_operation>(user_operation{user_operation::kind::send, chunk.external, nullptr, length, 0, callback, user});
+    s->send_queue.push_back(std::move(chunk));
+    s->send_queued += length;
+    pump_send(*s);
+    return 0;
+}
+
+extern "C" int sansock_recv_async(sansock_socket_t h, void* buffer, size_t length, sansock_callback callback, void* user) {
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (buffer == nullptr || length == 0 || callback == nullptr) return -EINVAL;
+    wake_on_exit deferred{s->ctx, lock};
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->state != socket_state::connected) return -ENOTCONN;
+    s->async_recvs.push_back(std::make_unique<user_operation>(
+        user_operation{user_operation::kind::recv, nullptr, static_cast<uint8_t*>(buffer), length, 0, callback, user}));
+    deliver_async(*s);
+    return 0;
+}
+
+extern "C" int sansock_accept_async(sansock_socket_t h, sansock_callback callback, void* user) {
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (callback == nullptr) return -EINVAL;
+    wake_on_exit deferred{s->ctx, lock};
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->state != socket_state::listening) return -EINVAL;
+    s->async_accepts.push_back(std::make_unique<user_operation>(
+        user_operation{user_operation::kind::accept, nullptr, nullptr, 0, 0, callback, user}));
+    deliver_async(*s);
+    return 0;
+}

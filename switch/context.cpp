@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: MIT
+// Contexts: provider instance, progress (own thread or the caller's), the handle registry.
+#include <sys/eventfd.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "lib/handle_table.hpp"
+#include "provider/loopback/loopback.hpp"
+#include "provider/verbs/verbs_provider.hpp"
+#include "switch/switch_internal.hpp"
+
+namespace sansock::sw {
+
+namespace {
+
+// Handles are process-wide so that socket calls need no context argument, as with BSD sockets.
+struct registry {
+    std::mutex mutex;
+    handle_table<stream_socket> table{1u << 20};
+};
+registry& handles() {
+    static registry r;
+    return r;
+}
+
+// Loopback contexts created without a fabric of their own share this one, so that two
+// contexts in a process reach each other as two hosts would.
+loopback::fabric* shared_loopback_fabric() {
+    static loopback::fabric* fabric = loopback::create_fabric();
+    return fabric;
+}
+
+void progress_loop(context* ctx) {
+    for (;;) {
+        {
+            std::lock_guard lock(ctx->mutex);
+            if (ctx->stopping) return;
+        }
+        progress_once(*ctx, 100);
+    }
+}
+
+} // namespace
+
+sansock_socket_t register_socket(stream_socket* s) {
+    std::lock_guard lock(handles().mutex);
+    return handles().table.insert(s);
+}
+
+void unregister_socket(sansock_socket_t handle) {
+    std::lock_guard lock(handles().mutex);
+    handles().table.remove(handle);
+}
+
+stream_socket* lock_socket(sansock_socket_t handle, std::unique_lock<std::mutex>& lock) {
+    context* ctx;
+    {
+        std::lock_guard guard(handles().mutex);
+        stream_socket* s = handles().table.find(handle);
+        if (s == nullptr) return nullptr;
+        ctx = s->ctx;
+    }
+    lock = std::unique_lock(ctx->mutex);
+    // Closed while we were waiting for the lock?
+    std::lock_guard guard(handles().mutex);
+    stream_socket* s = handles().table.find(handle);
+    if (s == nullptr || s->ctx != ctx) {
+        lock.unlock();
+        return nullptr;
+    }
+    return s;
+}
+
+stream_socket* find_registered(sansock_socket_t handle) {
+    std::lock_guard guard(handles().mutex);
+    return handles().table.find(handle);
+}
+
+void log_reset(context& ctx, const stream_socket& s, const std::string& reason) {
+    std::string line = "sansock: connection reset (socket " + std::to_string(s.handle) + "): " + reason;
+    std::fprintf(stderr, "%s\n", line.c_str());
+    ctx.log_lines.push_back(std::move(line));
+}
+
+void run_deferred(context& ctx) {
+    std::vector<provider::socket_handle> closes;
+    std::vector<ready_callback> callbacks;
+    {
+        std::lock_guard lock(ctx.mutex);
+        closes.swap(ctx.provider_closes);
+        callbacks.swap(ctx.callbacks);
+    }
+    // The provider completes what it cancels inside close; our completion routines take the
+    // context lock, so close is called without it.
+    for (provider::socket_handle ps : closes) ctx.ops.close(ctx.instance, ps);
+    for (const ready_callback& c : callbacks) c.callback(c.user, c.result);
+    if (!closes.empty()) {
+        std::lock_guard lock(ctx.mutex);
+        ctx.changed.notify_all();
+    }
+}
+
+int progress_once(context& ctx, int timeout_ms) {
+    int handled = ctx.ops.progress(ctx.instance, timeout_ms);
+    {
+        std::lock_guard lock(ctx.mutex);
+        check_timers(ctx);
+        handled = std::max(handled, 0) + static_cast<int>(ctx.callbacks.size());
+    }
+    run_deferred(ctx);
+    return handled;
+}
+
+bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
+                std::optional<time_point> deadline) {
+    for (;;) {
+        if (ready()) return true;
+        if (deadline && ctx.now() >= *deadline) return false;
+        if (ctx.manual_progress) {
+            lock.unlock();
+            progress_once(ctx, 10);
+            lock.lock();
+        } else {
+            // Short slices: with an injected clock the deadline moves only when the test says.
+            ctx.changed.wait_for(lock, std::chrono::milliseconds(20));
+        }
+    }
+}
+
+int create_context(const sansock_context_attr* given, const context_hooks& hooks, sansock_context** out) {
+    if (out == nullptr) return -EINVAL;
+    sansock_context_attr attr;
+    sansock_context_attr_init(&attr);
+    if (given != nullptr) {
+        if (given->size < sizeof(uint32_t) || given->size > sizeof attr) return -EINVAL;
+        std::memcpy(&attr, given, given->size);
+        attr.size = sizeof attr;
+    }
+    sansock_context_attr defaults;
+    sansock_context_attr_init(&defaults);
+    if (attr.graceful_timeout_ms == 0) attr.graceful_timeout_ms = defaults.graceful_timeout_ms;
+    if (attr.slot_size == 0) attr.slot_size = defaults.slot_size;
+    if (attr.send_slots == 0) attr.send_slots = defaults.send_slots;
+    if (attr.recv_slots == 0) attr.recv_slots = defaults.recv_slots;
+    if (attr.window_bytes == 0) attr.window_bytes = defaults.window_bytes;
+    if (attr.provider > SANSOCK_PROVIDER_LOOPBACK || attr.progress_mode > SANSOCK_PROGRESS_MANUAL ||
+        attr.window_bytes < session::min_window || attr.window_bytes > session::max_window)
+        return -EINVAL;
+
+    auto ctx = std::make_unique<context>();
+    ctx->attr = attr;
+    ctx->hooks = hooks;
+    ctx->manual_progress = attr.progress_mode == SANSOCK_PROGRESS_MANUAL;
+    const provider::ops* table = hooks.provider_ops;
+    if (table == nullptr) table = attr.provider == SANSOCK_PROVIDER_LOOPBACK ? &loopback_ops : &verbs::verbs_ops;
+    ctx->ops = provider::with_defaults(*table);
+    provider::config config;
+    config.slot_size = attr.slot_size;
+    config.send_slots = attr.send_slots;
+    config.recv_slots = attr.recv_slots;
+    config.provider_specific = hooks.provider_specific;
+    if (config.provider_specific == nullptr && attr.provider == SANSOCK_PROVIDER_LOOPBACK && hooks.provider_ops == nullptr)
+        config.provider_specific = shared_loopback_fabric();
+    provider::upcalls calls;
+    calls.context = ctx.get();
+    calls.on_connection_event = on_provider_event;
+    if (int rc = ctx->ops.create(config, calls, &ctx->instance)) return rc;
+    if (!ctx->manual_progress) ctx->progress_thread = std::thread(progress_loop, ctx.get());
+    *out = reinterpret_cast<sansock_context*>(ctx.release());
+    return 0;
+}
+
+provider::socket_handle provider_socket_of(sansock_socket_t handle) {
+    std::unique_lock<std::mutex> lock;
+    stream_socket* s = lock_socket(handle, lock);
+    return s != nullptr ? s->ps : 0;
+}
+
+provider::instance* provider_instance_of(sansock_context* c) {
+    return c != nullptr ? reinterpret_cast<context*>(c)->instance : nullptr;
+}
+
+} // namespace sansock::sw
+
+namespace sansock {
+int create_context(const sansock_context_attr* attr, const context_hooks& hooks, sansock_context** out) {
+    return sw::create_context(attr, hooks, out);
+}
+provider::socket_handle provider_socket_of(sansock_socket_t s) { return sw::provider_socket_of(s); }
+provider::instance* provider_instance_of(sansock_context* ctx) { return sw::provider_instance_of(ctx); }
+} // namespace sansock
+
+using sansock::sw::context;
+
+extern "C" void sansock_context_attr_init(struct sansock_context_attr* attr) {
+    if (attr == nullptr) return;
+    *attr = {};
+    attr->size = sizeof *attr;
+    attr->provider = SANSOCK_PROVIDER_VERBS;
+    attr->progress_mode = SANSOCK_PROGRESS_THREAD;
+    attr->graceful_timeout_ms = 10000;
+    attr->slot_size = 16 * 1024;
+    attr->send_slots = 8;
+    attr->recv_slots = 8;
+    attr->window_bytes = 256 * 1024;
+}
+
+extern "C" int sansock_context_create(const struct sansock_context_attr* attr, sansock_context** out) {
+    return sansock::sw::create_context(attr, {}, out);
+}
+
+extern "C" int sansock_context_destroy(sansock_context* c) {
+    if (c == nullptr) return -EINVAL;
+    auto* ctx = reinterpret_cast<context*>(c);
+    std::vector<sansock_socket_t> handles;
+    {
+        std::lock_guard lock(ctx->mutex);
+        if (ctx->progress_thread.get_id() == std::this_thread::get_id()) return -EBUSY;
+        ctx->stopping = true;
+        for (auto& [s, owned] : ctx->sockets)
+            if (s->handle != 0) handles.push_back(s->handle);
+    }
+    for (sansock_socket_t h : handles) sansock::sw::unregister_socket(h);
+    if (ctx->progress_thread.joinable()) {
+        ctx->ops.wake(ctx->instance);
+        ctx->progress_thread.join();
+    }
+    {
+        std::lock_guard lock(ctx->mutex);
+        for (auto& [s, owned] : ctx->sockets) {
+            s->handle = 0;
+            sansock::sw::cancel_user_operations(*s, -ECANCELED);
+        }
+    }
+    sansock::sw::run_deferred(*ctx);
+    // Destroying the instance hard-closes every provider socket and completes what is pending;
+    // closes queued by those completions are moot, the callbacks still run.
+    ctx->ops.destroy(ctx->instance);
+    std::vector<sansock::sw::ready_callback> callbacks;
+    {
+        std::lock_guard lock(ctx->mutex);
+        ctx->provider_closes.clear();
+        callbacks.swap(ctx->callbacks);
+    }
+    for (const auto& c : callbacks) c.callback(c.user, c.result);
+    delete ctx;
+    return 0;
+}
+
+extern "C" int sansock_context_fd(sansock_context* c) {
+    if (c == nullptr) return -EINVAL;
+    auto* ctx = reinterpret_cast<context*>(c);
+    if (!ctx->manual_progress) return -EBADFD;
+    return ctx->ops.event_fd(ctx->instance);
+}
+
+extern "C" int sansock_progress(sansock_context* c, int timeout_ms) {
+    if (c == nullptr) return -EINVAL;
+    auto* ctx = reinterpret_cast<context*>(c);
+    if (!ctx->manual_progress) return -EBADFD;
+    return sansock::sw::progress_once(*ctx, timeout_ms);
+}

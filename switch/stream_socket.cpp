@@ -1,0 +1,446 @@
+// SPDX-License-Identifier: MIT
+// Stream sockets over a provider: the session protocol, flow control, graceful disconnect.
+// Every function here runs with the context's mutex held.
+#include <cstring>
+
+#include "switch/switch_internal.hpp"
+
+namespace sansock::sw {
+
+namespace {
+
+void on_request_done(provider::operation& op) noexcept;
+
+provider_request* new_request(stream_socket& s, provider::operation_kind kind) {
+    auto* r = new provider_request;
+    r->kind = kind;
+    r->owner = &s;
+    r->complete = on_request_done;
+    return r;
+}
+
+// Submits `r` through `submit`; on refusal frees it and returns the error.
+template <typename Submit>
+int submit(stream_socket& s, provider_request* r, Submit&& call) {
+    int rc = call(s.ctx->ops, s.ctx->instance, s.ps, r);
+    if (rc != 0) {
+        delete r;
+        return rc;
+    }
+    ++s.requests_in_flight;
+    return 0;
+}
+
+int send_request(stream_socket& s, provider_request* r) {
+    return submit(s, r, [](const provider::ops& ops, provider::instance* i, provider::socket_handle ps,
+                           provider::operation* op) { return ops.send(i, ps, op); });
+}
+
+void queue_callback(stream_socket& s, sansock_callback callback, void* user, int64_t result) {
+    s.ctx->callbacks.push_back({callback, user, result});
+}
+
+int send_control(stream_socket& s, session::message_type type, uint32_t value) {
+    if (s.ps == 0) return -ENOTCONN;
+    provider_request* r = new_request(s, provider::operation_kind::send);
+    r->bytes.resize(session::header_size);
+    session::header h;
+    h.type = type;
+    h.value = value;
+    session::encode(h, r->bytes.data());
+    r->buffer = r->bytes.data();
+    r->length = r->bytes.size();
+    r->is_fin = type == session::message_type::fin;
+    return send_request(s, r);
+}
+
+void post_recv(stream_socket& s) {
+    if (s.ps == 0 || s.state != socket_state::connected || s.recv_request != nullptr || s.ctx->stopping) return;
+    provider_request* r = new_request(s, provider::operation_kind::recv);
+    r->buffer = s.staging.data() + s.staged;
+    r->length = s.staging.size() - s.staged;
+    s.recv_request = r;
+    int rc = submit(s, r, [](const provider::ops& ops, provider::instance* i, provider::socket_handle ps,
+                             provider::operation* op) { return ops.recv(i, ps, op); });
+    if (rc != 0) {
+        s.recv_request = nullptr;
+        fail_socket(s, rc == -ENETDOWN ? rc : -ECONNRESET);
+        hard_close(s);
+    }
+}
+
+void return_credit(stream_socket& s) {
+    // Return the window in quarters, so the sender never stalls on a full window.
+    if (s.consumed_uncredited == 0 || s.consumed_uncredited < s.session.our_window / 4) return;
+    if (s.state != socket_state::connected || s.ps == 0) return;
+    if (send_control(s, session::message_type::credit, s.consumed_uncredited) == 0) {
+        s.session.window_left += s.consumed_uncredited;
+        s.consumed_uncredited = 0;
+    }
+}
+
+// The peer broke the protocol: this connection alone is reset.
+void protocol_violation(stream_socket& s, const std::string& reason) {
+    log_reset(*s.ctx, s, reason);
+    fail_socket(s, -ECONNRESET);
+    hard_close(s);
+}
+
+// A reset from the peer, or the connection lost.
+void on_reset(stream_socket& s, int code) {
+    if (s.session.fin_received && s.fin_acknowledged) {
+        // Both directions had finished: this is the peer's close after a graceful disconnect.
+        s.finished = s.closing;
+        hard_close(s);
+        return;
+    }
+    fail_socket(s, code);
+    hard_close(s);
+}
+
+void parse_frames(stream_socket& s) {
+    size_t pos = 0;
+    while (s.staged - pos >= session::header_size) {
+        const session::header h = session::decode(s.staging.data() + pos);
+        std::string problem = session::validate(h, s.session);
+        if (!problem.empty()) {
+            protocol_violation(s, problem);
+            return;
+        }
+        const size_t total = session::header_size + h.length;
+        if (s.staged - pos < total) break; // the rest of the payload is still coming
+        const uint8_t* payload = s.staging.data() + pos + session::header_size;
+        switch (h.type) {
+        case session::message_type::hello:
+            s.session.hello_received = true;
+            s.session.peer_window = h.value;
+            s.session.peer_credit = h.value;
+            pump_send(s);
+            break;
+        case session::message_type::data:
+            s.session.window_left -= h.length;
+            if (s.closing) {
+                protocol_violation(s, "data arrived after the socket was closed");
+                return;
+            }
+            if (s.shut_read) {
+                s.consumed_uncredited += h.length; // discarded, but the window comes back
+                return_credit(s);
+            } else {
+                s.received.emplace_back(payload, payload + h.length);
+                s.received_bytes += h.length;
+                deliver_async(s);
+            }
+            break;
+        case session::message_type::credit:
+            s.session.peer_credit += h.value;
+            pump_send(s);
+            break;
+        case session::message_type::fin:
+            s.session.fin_received = true;
+            deliver_async(s);
+            finish_graceful_if_done(s);
+            break;
+        }
+        if (s.state == socket_state::failed) return;
+        pos += total;
+    }
+    if (pos > 0) {
+        std::memmove(s.staging.data(), s.staging.data() + pos, s.staged - pos);
+        s.staged -= pos;
+    }
+}
+
+void on_connected(stream_socket& s, provider_request& r) {
+    s.connect_request = nullptr;
+    if (s.state != socket_state::connecting) return;
+    if (r.result == 0 && s.ps != 0) {
+        s.state = socket_state::connected;
+        start_connection(s);
+        return;
+    }
+    const int code = r.result < 0 ? static_cast<int>(r.result) : -ECONNREFUSED;
+    s.state = socket_state::failed;
+    s.failure = code;
+    s.pending_error = code;
+}
+
+void on_accepted(stream_socket& listener, provider_request& r) {
+    listener.accept_request = nullptr;
+    context& ctx = *listener.ctx;
+    if (r.result < 0) {
+        if (r.result != -ECANCELED && listener.state == socket_state::listening) {
+            listener.state = socket_state::failed;
+            listener.failure = static_cast<int>(r.result);
+            cancel_user_operations(listener, listener.failure);
+        }
+        return;
+    }
+    auto owned = std::make_unique<stream_socket>();
+    stream_socket& s = *owned;
+    s.ctx = &ctx;
+    s.ps = r.accepted;
+    s.state = socket_state::connected;
+    s.window_bytes = listener.window_bytes;
+    s.send_buffer_limit = listener.send_buffer_limit;
+    s.linger_option = listener.linger_option;
+    ctx.by_provider_socket[s.ps] = &s;
+    ctx.sockets.emplace(&s, std::move(owned));
+    start_connection(s);
+    if (listener.handle == 0 || listener.state != socket_state::listening) {
+        hard_close(s); // the listener was closed meanwhile: its client sees a reset
+        maybe_free(s);
+        return;
+    }
+    s.listener = &listener;
+    listener.ready.push_back(&s);
+    deliver_async(listener);
+    post_accept(listener);
+}
+
+void on_sent(stream_socket& s, provider_request& r) {
+    s.unacknowledged -= r.data_bytes;
+    if (r.result < 0) {
+        if (r.result != -ECANCELED) on_reset(s, static_cast<int>(r.result));
+        return;
+    }
+    if (r.is_fin) s.fin_acknowledged = true;
+    finish_graceful_if_done(s);
+}
+
+void on_received(stream_socket& s, provider_request& r) {
+    s.recv_request = nullptr;
+    if (r.result <= 0) {
+        if (r.result != -ECANCELED) on_reset(s, r.result < 0 ? static_cast<int>(r.result) : -ECONNRESET);
+        return;
+    }
+    s.staged += static_cast<size_t>(r.result);
+    parse_frames(s);
+    post_recv(s);
+}
+
+void on_request_done(provider::operation& op) noexcept {
+    std::unique_ptr<provider_request> r(static_cast<provider_request*>(&op));
+    stream_socket& s = *r->owner;
+    context& ctx = *s.ctx;
+    std::lock_guard lock(ctx.mutex);
+    --s.requests_in_flight;
+    switch (r->kind) {
+    case provider::operation_kind::connect: on_connected(s, *r); break;
+    case provider::operation_kind::accept: on_accepted(s, *r); break;
+    case provider::operation_kind::send: on_sent(s, *r); break;
+    case provider::operation_kind::recv: on_received(s, *r); break;
+    }
+    ctx.changed.notify_all();
+    maybe_free(s);
+}
+
+} // namespace
+
+void on_provider_event(void* c, provider::socket_handle ps, provider::connection_event, int status) noexcept {
+    auto& ctx = *static_cast<context*>(c);
+    std::lock_guard lock(ctx.mutex);
+    auto found = ctx.by_provider_socket.find(ps);
+    if (found == ctx.by_provider_socket.end()) return;
+    stream_socket& s = *found->second;
+    on_reset(s, status < 0 ? status : -ECONNRESET);
+    ctx.changed.notify_all();
+    maybe_free(s);
+}
+
+void start_connection(stream_socket& s) {
+    const uint32_t window = s.window_bytes != 0 ? s.window_bytes : s.ctx->attr.window_bytes;
+    s.session = {};
+    s.session.our_window = window;
+    s.session.window_left = window;
+    if (s.send_buffer_limit == 0) s.send_buffer_limit = window;
+    s.staging.assign(session::header_size + session::max_data_payload, 0);
+    s.staged = 0;
+    if (send_control(s, session::message_type::hello, window) != 0) {
+        fail_socket(s, -ECONNRESET);
+        hard_close(s);
+        return;
+    }
+    s.hello_sent = true;
+    post_recv(s);
+}
+
+int post_accept(stream_socket& s) {
+    if (s.state != socket_state::listening || s.ps == 0 || s.accept_request != nullptr || s.ctx->stopping) return 0;
+    if (s.ready.size() >= static_cast<size_t>(s.backlog)) return 0; // resumes when the user accepts
+    provider_request* r = new_request(s, provider::operation_kind::accept);
+    s.accept_request = r;
+    int rc = submit(s, r, [](const provider::ops& ops, provider::instance* i, provider::socket_handle ps,
+                             provider::operation* op) { return ops.accept(i, ps, op); });
+    if (rc != 0) s.accept_request = nullptr;
+    return rc;
+}
+
+int start_connect(stream_socket& s, const sockaddr* address, socklen_t length) {
+    provider_request* r = new_request(s, provider::operation_kind::connect);
+    std::memcpy(&r->address, address, std::min<size_t>(length, sizeof r->address));
+    r->address_length = length;
+    s.connect_request = r;
+    int rc = submit(s, r, [](const provider::ops& ops, provider::instance* i, provider::socket_handle ps,
+                             provider::operation* op) { return ops.connect(i, ps, op); });
+    if (rc != 0) s.connect_request = nullptr;
+    return rc;
+}
+
+void pump_send(stream_socket& s) {
+    if (s.state != socket_state::connected || s.ps == 0 || !s.session.hello_received) return;
+    while (!s.send_queue.empty() && s.session.peer_credit > 0) {
+        const size_t n = std::min<size_t>({s.send_queued, s.session.peer_credit, session::max_data_payload});
+        provider_request* r = new_request(s, provider::operation_kind::send);
+        r->bytes.resize(session::header_size + n);
+        session::header h;
+        h.type = session::message_type::data;
+        h.length = static_cast<uint32_t>(n);
+        session::encode(h, r->bytes.data());
+        // Fill the message from as many queued chunks as it takes.
+        size_t filled = 0;
+        while (filled < n) {
+            send_chunk& chunk = s.send_queue.front();
+            const size_t take = std::min(n - filled, chunk.length - chunk.offset);
+            std::memcpy(r->bytes.data() + session::header_size + filled, chunk.data() + chunk.offset, take);
+            filled += take;
+            chunk.offset += take;
+            if (chunk.offset == chunk.length) {
+                if (chunk.op) queue_callback(s, chunk.op->callback, chunk.op->user, static_cast<int64_t>(chunk.length));
+                s.send_queue.pop_front();
+            }
+        }
+        r->buffer = r->bytes.data();
+        r->length = r->bytes.size();
+        r->data_bytes = static_cast<uint32_t>(n);
+        s.send_queued -= n;
+        s.session.peer_credit -= n;
+        s.unacknowledged += n;
+        if (int rc = send_request(s, r)) {
+            s.unacknowledged -= n;
+            fail_socket(s, rc == -ENETDOWN ? rc : -ECONNRESET);
+            hard_close(s);
+            return;
+        }
+    }
+    if (s.shut_write && s.send_queue.empty() && !s.fin_sent) {
+        if (send_control(s, session::message_type::fin, 0) == 0) s.fin_sent = true;
+    }
+    s.ctx->changed.notify_all();
+}
+
+size_t readable_bytes(const stream_socket& s) { return s.received_bytes; }
+
+size_t take_received(stream_socket& s, uint8_t* out, size_t length) {
+    size_t copied = 0;
+    while (copied < length && !s.received.empty()) {
+        std::vector<uint8_t>& front = s.received.front();
+        const size_t n = std::min(length - copied, front.size() - s.received_offset);
+        std::memcpy(out + copied, front.data() + s.received_offset, n);
+        copied += n;
+        s.received_offset += n;
+        if (s.received_offset == front.size()) {
+            s.received.pop_front();
+            s.received_offset = 0;
+        }
+    }
+    s.received_bytes -= copied;
+    s.consumed_uncredited += static_cast<uint32_t>(copied);
+    return_credit(s);
+    return copied;
+}
+
+void deliver_async(stream_socket& s) {
+    context& ctx = *s.ctx;
+    while (!s.async_accepts.empty() && !s.ready.empty()) {
+        stream_socket* accepted = s.ready.front();
+        s.ready.pop_front();
+        accepted->listener = nullptr;
+        accepted->handle = register_socket(accepted);
+        auto op = std::move(s.async_accepts.front());
+        s.async_accepts.pop_front();
+        queue_callback(s, op->callback, op->user, accepted->handle != 0 ? static_cast<int64_t>(accepted->handle) : -EMFILE);
+        post_accept(s);
+    }
+    while (!s.async_recvs.empty()) {
+        user_operation& op = *s.async_recvs.front();
+        int64_t result;
+        if (s.received_bytes > 0) result = static_cast<int64_t>(take_received(s, op.recv_buffer, op.length));
+        else if (s.state == socket_state::failed) result = s.failure;
+        else if (s.session.fin_received || s.shut_read) result = 0;
+        else break;
+        queue_callback(s, op.callback, op.user, result);
+        s.async_recvs.pop_front();
+    }
+    ctx.changed.notify_all();
+}
+
+void fail_socket(stream_socket& s, int code) {
+    if (s.state == socket_state::failed) return;
+    s.state = socket_state::failed;
+    s.failure = code;
+    s.pending_error = code;
+    s.received.clear();
+    s.received_bytes = 0;
+    s.received_offset = 0;
+    cancel_user_operations(s, code);
+    s.ctx->changed.notify_all();
+}
+
+void cancel_user_operations(stream_socket& s, int code) {
+    for (auto& op : s.async_accepts) queue_callback(s, op->callback, op->user, code);
+    s.async_accepts.clear();
+    for (auto& op : s.async_recvs) queue_callback(s, op->callback, op->user, code);
+    s.async_recvs.clear();
+    for (send_chunk& chunk : s.send_queue)
+        if (chunk.op) queue_callback(s, chunk.op->callback, chunk.op->user, code);
+    s.send_queue.clear();
+    s.send_queued = 0;
+}
+
+void hard_close(stream_socket& s) {
+    if (s.ps == 0) return;
+    s.ctx->by_provider_socket.erase(s.ps);
+    s.ctx->provider_closes.push_back(s.ps);
+    s.ps = 0;
+    if (s.state != socket_state::failed && s.handle != 0) {
+        s.state = socket_state::failed;
+        s.failure = -ECONNRESET;
+    }
+    // Connections a closed listener held for the user are reset with it.
+    for (stream_socket* connection : s.ready) {
+        connection->listener = nullptr;
+        hard_close(*connection);
+    }
+    s.ready.clear();
+    s.ctx->changed.notify_all();
+}
+
+void finish_graceful_if_done(stream_socket& s) {
+    if (s.closing && !s.finished && s.fin_acknowledged && s.session.fin_received) {
+        s.finished = true;
+        hard_close(s); // the hard close after a completed graceful disconnect finds nothing pending
+    }
+}
+
+void check_timers(context& ctx) {
+    const time_point now = ctx.now();
+    std::vector<stream_socket*> expired;
+    for (auto& [s, owned] : ctx.sockets)
+        if (s->closing && !s->finished && s->ps != 0 && now >= s->graceful_deadline) expired.push_back(s);
+    for (stream_socket* s : expired) {
+        log_reset(ctx, *s, "graceful disconnect did not finish within " +
+                               std::to_string(ctx.attr.graceful_timeout_ms) + " ms");
+        s->finished = true;
+        fail_socket(*s, -ETIMEDOUT);
+        hard_close(*s);
+        maybe_free(*s);
+    }
+}
+
+void maybe_free(stream_socket& s) {
+    if (s.handle != 0 || s.listener != nullptr || s.ps != 0 || s.requests_in_flight != 0) return;
+    s.ctx->sockets.erase(&s);
+}
+
+} // namespace sansock::sw

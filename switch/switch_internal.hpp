@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: MIT
+// The switch's internal state: contexts, stream sockets, and the operations between them and
+// the provider. Only switch/*.cpp include this.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "provider/provider.hpp"
+#include "sansock/sansock.h"
+#include "switch/context_hooks.hpp"
+#include "switch/session_protocol.hpp"
+
+namespace sansock::sw {
+
+using time_point = std::chrono::steady_clock::time_point;
+struct stream_socket;
+
+// An asynchronous operation of the user's (send_async, recv_async, accept_async).
+struct user_operation {
+    enum class kind { send, recv, accept } what;
+    const uint8_t* send_data = nullptr;
+    uint8_t* recv_buffer = nullptr;
+    size_t length = 0;
+    size_t done = 0;
+    sansock_callback callback = nullptr;
+    void* user = nullptr;
+};
+
+struct ready_callback {
+    sansock_callback callback;
+    void* user;
+    int64_t result;
+};
+
+// A provider operation the switch has in flight, with the bytes it carries.
+struct provider_request : provider::operation {
+    stream_socket* owner = nullptr;
+    std::vector<uint8_t> bytes;
+    uint32_t data_bytes = 0;
+    bool is_fin = false;
+};
+
+// Send queue entry: bytes copied from a blocking send, or a user's async buffer.
+struct send_chunk {
+    std::vector<uint8_t> copy;
+    const uint8_t* external = nullptr;
+    size_t length = 0;
+    size_t offset = 0;
+    std::unique_ptr<user_operation> op; // completes once fully handed to the provider
+    const uint8_t* data() const { return external != nullptr ? external : copy.data(); }
+};
+
+enum class socket_state { created, bound, listening, connecting, connected, failed };
+
+struct context;
+
+struct stream_socket {
+    context* ctx = nullptr;
+    sansock_socket_t handle = 0;       // 0 once the user closed it (or before accept)
+    provider::socket_handle ps = 0;    // 0 once the provider socket is closed
+    socket_state state = socket_state::created;
+    bool nonblocking = false;
+    linger linger_option{0, 0};
+    std::chrono::milliseconds recv_timeout{0}, send_timeout{0}; // 0: none
+    int pending_error = 0;             // SO_ERROR, negated errno
+    int failure = 0;                   // the error every call gives once failed
+    uint32_t requests_in_flight = 0;   // provider operations not completed yet
+
+    // Connecting.
+    provider_request* connect_request = nullptr;
+
+    // Listening.
+    int backlog = 0;
+    provider_request* accept_request = nullptr;
+    std::deque<stream_socket*> ready;  // connections not accepted by the user yet
+    std::deque<std::unique_ptr<user_operation>> async_accepts;
+    stream_socket* listener = nullptr; // while in a listener's ready queue
+
+    // Connected: sending.
+    std::deque<send_chunk> send_queue;
+    size_t send_queued = 0;
+    size_t send_buffer_limit = 0;
+    uint32_t window_bytes = 0;         // the receive window this socket advertises
+    uint64_t unacknowledged = 0;       // DATA bytes given to the provider, not yet acknowledged
+    bool hello_sent = false;
+    bool shut_write = false, fin_sent = false, fin_acknowledged = false;
+    session::receive_state session;
+
+    // Connected: receiving.
+    provider_request* recv_request = nullptr;
+    std::vector<uint8_t> staging;      // bytes from the provider not yet parsed
+    size_t staged = 0;
+    std::deque<std::vector<uint8_t>> received;
+    size_t received_offset = 0;        // into received.front()
+    size_t received_bytes = 0;
+    uint32_t consumed_uncredited = 0;
+    bool shut_read = false;
+    std::deque<std::unique_ptr<user_operation>> async_recvs;
+
+    // After the user's close.
+    bool closing = false;              // graceful disconnect running in the background
+    time_point graceful_deadline{};
+    bool finished = false;             // nothing more to do but free it
+};
+
+struct context {
+    sansock_context_attr attr{};
+    context_hooks hooks;
+    provider::ops ops{};
+    provider::instance* instance = nullptr;
+    bool manual_progress = false;
+
+    std::mutex mutex;                  // every socket of the context
+    std::condition_variable changed;   // any socket's state changed
+    std::unordered_map<stream_socket*, std::unique_ptr<stream_socket>> sockets;
+    std::unordered_map<provider::socket_handle, stream_socket*> by_provider_socket;
+    std::vector<provider::socket_handle> provider_closes; // hard closes to run without the lock
+    std::vector<ready_callback> callbacks;                // user callbacks to run without the lock
+    std::vector<std::string> log_lines;
+
+    std::thread progress_thread;
+    bool stopping = false;
+
+    time_point now() const { return hooks.now ? hooks.now() : std::chrono::steady_clock::now(); }
+};
+
+// --- context.cpp -------------------------------------------------------------------------------
+int progress_once(context& ctx, int timeout_ms);
+// Runs the hard closes and user callbacks collected under the lock (call without the lock).
+void run_deferred(context& ctx);
+// Waits (lock held on entry and exit) until `ready()` or `deadline`; true if ready. Drives
+// progress itself in manual mode.
+bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
+                std::optional<time_point> deadline);
+void log_reset(context& ctx, const stream_socket& s, const std::string& reason);
+
+// The process-wide handle registry.
+sansock_socket_t register_socket(stream_socket* s);
+void unregister_socket(sansock_socket_t handle);
+// The socket behind `handle` with its context locked, or nullptr (-ENOTSOCK).
+stream_socket* lock_socket(sansock_socket_t handle, std::unique_lock<std::mutex>& lock);
+// The socket behind `handle` (its context's lock must be held by the caller), or nullptr.
+stream_socket* find_registered(sansock_socket_t handle);
+
+// --- stream_socket.cpp ---------------------------------------------------------------------------
+void on_provider_event(void* context, provider::socket_handle ps, provider::connection_event event, int status) noexcept;
+void check_timers(context& ctx);
+void start_connection(stream_socket& s);   // connected: HELLO, first receive
+int post_accept(stream_socket& s);
+int start_connect(stream_socket& s, const sockaddr* address, socklen_t length);
+void hard_close(stream_socket& s);         // schedules the provider close
+void cancel_user_operations(stream_socket& s, int code);
+void maybe_free(stream_socket& s);
+void pump_send(stream_socket& s);
+size_t readable_bytes(const stream_socket& s);
+size_t take_received(stream_socket& s, uint8_t* out, size_t length);
+void finish_graceful_if_done(stream_socket& s);
+void fail_socket(stream_socket& s, int code);
+void deliver_async(stream_socket& s);
+
+} // namespace sansock::sw
