@@ -23,9 +23,10 @@ struct wake_on_exit {
     }
 };
 
-std::optional<time_point> deadline_after(const context& ctx, std::chrono::milliseconds timeout) {
+// A deadline on the real clock for the caller's own waits (SO_RCVTIMEO, SO_SNDTIMEO).
+std::optional<time_point> deadline_after(std::chrono::milliseconds timeout) {
     if (timeout.count() <= 0) return std::nullopt;
-    return ctx.now() + timeout;
+    return std::chrono::steady_clock::now() + timeout;
 }
 
 int validate_address(const sockaddr* address, socklen_t length) {
@@ -121,7 +122,7 @@ extern "C" int sansock_accept(sansock_socket_t h, sansock_socket_t* out, struct 
     auto ready = [&] { return !s->ready.empty() || s->handle != h || s->state != socket_state::listening; };
     if (s->nonblocking) {
         if (!ready()) return -EWOULDBLOCK;
-    } else if (!wait_until(ctx, lock, ready, deadline_after(ctx, s->recv_timeout))) {
+    } else if (!wait_until(ctx, lock, ready, deadline_after(s->recv_timeout))) {
         return -EWOULDBLOCK;
     }
     if (s->handle != h) return -ECANCELED; // closed by another thread while we waited
@@ -163,7 +164,7 @@ extern "C" int sansock_connect(sansock_socket_t h, const struct sockaddr* addres
     // The provider bounds resolution and connection; this bounds the whole call regardless.
     const auto limit = std::chrono::milliseconds(s->send_timeout.count() > 0 ? s->send_timeout.count() : 60000);
     if (!wait_until(ctx, lock, [&] { return s->state != socket_state::connecting || s->handle != h; },
-                    ctx.now() + limit)) {
+                    std::chrono::steady_clock::now() + limit)) {
         fail_socket(*s, -ETIMEDOUT);
         hard_close(*s);
         lock.unlock();
@@ -194,9 +195,9 @@ extern "C" ssize_t sansock_send(sansock_socket_t h, const void* buffer, size_t l
     };
     if (!room()) {
         if (s->nonblocking) return -EWOULDBLOCK;
-        if (!wait_until(ctx, lock, room, deadline_after(ctx, s->send_timeout))) return -EWOULDBLOCK;
+        if (!wait_until(ctx, lock, room, deadline_after(s->send_timeout))) return -EWOULDBLOCK;
     }
-    if (s->handle != h) return -ENOTSOCK;
+    if (s->handle != h) return -ECANCELED; // closed by another thread while we waited
     if (s->state == socket_state::failed) return s->failure;
     if (s->shut_write) return -EPIPE;
     const size_t n = std::min(length, s->send_buffer_limit - s->send_queued);
@@ -230,9 +231,9 @@ extern "C" ssize_t sansock_recv(sansock_socket_t h, void* buffer, size_t length,
             return s->handle != h || s->received_bytes > 0 || s->session.fin_received || s->shut_read ||
                    s->state != socket_state::connected;
         };
-        if (!wait_until(ctx, lock, readable, deadline_after(ctx, s->recv_timeout)))
+        if (!wait_until(ctx, lock, readable, deadline_after(s->recv_timeout)))
             return copied > 0 ? static_cast<ssize_t>(copied) : -EWOULDBLOCK;
-        if (s->handle != h) return copied > 0 ? static_cast<ssize_t>(copied) : -ENOTSOCK;
+        if (s->handle != h) return copied > 0 ? static_cast<ssize_t>(copied) : -ECANCELED;
         if (s->state == socket_state::failed) return s->failure;
     }
 }
@@ -394,8 +395,8 @@ extern "C" int sansock_close(sansock_socket_t h) {
                 const auto deadline = ctx.now() + std::chrono::seconds(s->linger_option.l_linger);
                 const bool sent = wait_until(
                     ctx, lock, [&] { return all_sent() || s->state != socket_state::connected || s->handle != h; },
-                    deadline);
-                if (s->handle != h) return -ENOTSOCK; // closed by another thread meanwhile
+                    deadline, clock_kind::context);
+                if (s->handle != h) return -ECANCELED; // closed by another thread meanwhile
                 if (!sent) {
                     release_handle(*s);
                     log_reset(ctx, *s, "linger time-out with data unacknowledged");
@@ -476,7 +477,7 @@ extern "C" int sansock_poll(struct sansock_pollfd* fds, size_t count, int timeou
         if (s != nullptr && s->ctx != &ctx) return -EINVAL;
     }
     std::optional<time_point> deadline;
-    if (timeout_ms >= 0) deadline = ctx.now() + std::chrono::milliseconds(timeout_ms);
+    if (timeout_ms >= 0) deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     wait_until(ctx, lock, scan, deadline);
     return ready_count;
 }

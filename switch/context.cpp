@@ -113,10 +113,11 @@ int progress_once(context& ctx, int timeout_ms) {
 }
 
 bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
-                std::optional<time_point> deadline) {
+                std::optional<time_point> deadline, clock_kind clock) {
     for (;;) {
         if (ready()) return true;
-        if (deadline && ctx.now() >= *deadline) return false;
+        const time_point now = clock == clock_kind::context ? ctx.now() : std::chrono::steady_clock::now();
+        if (deadline && now >= *deadline) return false;
         if (ctx.manual_progress) {
             lock.unlock();
             progress_once(ctx, 10);

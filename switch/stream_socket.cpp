@@ -86,16 +86,18 @@ void protocol_violation(stream_socket& s, const std::string& reason) {
     hard_close(s);
 }
 
-// A reset from the peer, or the connection lost.
+// The peer's provider socket closed, or the connection was lost.
 void on_reset(stream_socket& s, int code) {
-    if (s.session.fin_received && s.fin_acknowledged) {
-        // Both directions had finished: this is the peer's close after a graceful disconnect.
+    if (s.session.fin_received && s.fin_sent) {
+        // Both directions had ended: this is the peer's close after a graceful disconnect, not
+        // an abort. What was received stays readable (then end of stream).
+        s.fin_acknowledged = true;
         s.finished = s.closing;
-        hard_close(s);
-        return;
+    } else {
+        fail_socket(s, code);
     }
-    fail_socket(s, code);
-    hard_close(s);
+    // The provider socket is dead: closed now if the user has let go, else at the user's close.
+    if (s.handle == 0) hard_close(s);
 }
 
 void parse_frames(stream_socket& s) {
@@ -403,10 +405,6 @@ void hard_close(stream_socket& s) {
     s.ctx->by_provider_socket.erase(s.ps);
     s.ctx->provider_closes.push_back(s.ps);
     s.ps = 0;
-    if (s.state != socket_state::failed && s.handle != 0) {
-        s.state = socket_state::failed;
-        s.failure = -ECONNRESET;
-    }
     // Connections a closed listener held for the user are reset with it.
     for (stream_socket* connection : s.ready) {
         connection->listener = nullptr;

@@ -139,9 +139,12 @@ int progress_once(context& ctx, int timeout_ms);
 // Runs the hard closes and user callbacks collected under the lock (call without the lock).
 void run_deferred(context& ctx);
 // Waits (lock held on entry and exit) until `ready()` or `deadline`; true if ready. Drives
-// progress itself in manual mode.
+// progress itself in manual mode. Protocol time-outs (linger, graceful) are measured on the
+// context's clock, which tests may inject; the caller's own waits (poll, SO_RCVTIMEO,
+// SO_SNDTIMEO, connect) on the real one.
+enum class clock_kind { context, real };
 bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
-                std::optional<time_point> deadline);
+                std::optional<time_point> deadline, clock_kind clock = clock_kind::real);
 void log_reset(context& ctx, const stream_socket& s, const std::string& reason);
 
 // The process-wide handle registry.
