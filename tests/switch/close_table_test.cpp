@@ -137,7 +137,8 @@ TEST_CASE("LINGER n on a blocking socket times out after n seconds of the contex
     char byte = 0;
     CHECK(sansock_send(c.client, &byte, 1, 0) == -ENOTSOCK);
 
-    if (frozen) REQUIRE(freeze(b, c.server, false) == 0);
+    // (After the reset the switch may have released the provider socket: no check here.)
+    if (frozen) freeze(b, c.server, false);
     // The connection was reset: the peer's receives fail (unread data may be discarded).
     CHECK(wait_for_recv_error(c.server) == -ECONNRESET);
     CHECK(sansock_close(c.server) == 0);

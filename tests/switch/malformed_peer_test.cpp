@@ -85,7 +85,11 @@ std::vector<attack> attacks() {
     list.push_back({"DATA beyond the window the switch advertised", [](raw_peer& raw) {
                         raw.send_hello();
                         raw.send_header(make(message_type::data, switch_window), switch_window);
-                        raw.send_header(make(message_type::data, 1), 1);
+                        raw_peer::op& last = raw.send_header(make(message_type::data, 1), 1);
+                        // All of it must reach the switch before its application reads (and
+                        // so returns credit): only then is the last byte beyond the window.
+                        last.wait(5s);
+                        settle(200ms);
                         return false;
                     },
                     switch_window});

@@ -6,11 +6,19 @@
 namespace sansock::switchtest {
 namespace {
 
+// Poll time-outs are context time-outs: with the manual clock standing still they would never
+// expire, so these contexts use the real clock.
+host_options real_clock() {
+    host_options o;
+    o.use_manual_clock = false;
+    return o;
+}
+
 TEST_CASE("POLLIN when data arrives, not before") {
     watchdog guard("POLLIN data");
     world w;
-    sansock_context* a = w.host();
-    sansock_context* b = w.host();
+    sansock_context* a = w.host(real_clock());
+    sansock_context* b = w.host(real_clock());
     const connection c = connect_pair(a, b);
     CHECK((poll_one(c.client, SANSOCK_POLLIN, 0) & SANSOCK_POLLIN) == 0);
     sansock_pollfd p{c.client, SANSOCK_POLLIN, 0};
@@ -29,8 +37,8 @@ TEST_CASE("POLLIN when data arrives, not before") {
 TEST_CASE("POLLIN at end of stream") {
     watchdog guard("POLLIN end");
     world w;
-    sansock_context* a = w.host();
-    sansock_context* b = w.host();
+    sansock_context* a = w.host(real_clock());
+    sansock_context* b = w.host(real_clock());
     const connection c = connect_pair(a, b);
     SUBCASE("the peer shuts down") { REQUIRE(sansock_shutdown(c.server, SHUT_WR) == 0); }
     SUBCASE("the peer closes") { REQUIRE(sansock_close(c.server) == 0); }
@@ -43,8 +51,8 @@ TEST_CASE("POLLIN at end of stream") {
 TEST_CASE("POLLIN on a listener with a connection to accept") {
     watchdog guard("POLLIN listener");
     world w;
-    sansock_context* a = w.host();
-    sansock_context* b = w.host();
+    sansock_context* a = w.host(real_clock());
+    sansock_context* b = w.host(real_clock());
     uint16_t port = 0;
     const sansock_socket_t l = listen_on(b, &port);
     CHECK((poll_one(l, SANSOCK_POLLIN, 0) & SANSOCK_POLLIN) == 0);
@@ -63,8 +71,8 @@ TEST_CASE("POLLIN on a listener with a connection to accept") {
 TEST_CASE("POLLOUT while there is room to send, not when the send side is full") {
     watchdog guard("POLLOUT");
     world w;
-    sansock_context* a = w.host();
-    sansock_context* b = w.host();
+    sansock_context* a = w.host(real_clock());
+    sansock_context* b = w.host(real_clock());
     const connection c = connect_pair(a, b);
     CHECK((poll_one(c.client, SANSOCK_POLLOUT, 0) & SANSOCK_POLLOUT) != 0);
     const uint64_t queued = fill_until_full(c.client, true);
@@ -82,8 +90,8 @@ TEST_CASE("POLLOUT while there is room to send, not when the send side is full")
 TEST_CASE("A nonblocking connect is -EINPROGRESS, then POLLOUT") {
     watchdog guard("nonblocking connect");
     world w;
-    sansock_context* a = w.host();
-    sansock_context* b = w.host();
+    sansock_context* a = w.host(real_clock());
+    sansock_context* b = w.host(real_clock());
     uint16_t port = 0;
     const sansock_socket_t l = listen_on(b, &port);
     sansock_socket_t s = 0;
@@ -105,7 +113,7 @@ TEST_CASE("A nonblocking connect is -EINPROGRESS, then POLLOUT") {
 TEST_CASE("A nonblocking connect to nobody ends in POLLERR with the reason in SO_ERROR") {
     watchdog guard("refused connect");
     world w;
-    sansock_context* a = w.host();
+    sansock_context* a = w.host(real_clock());
     uint16_t port = 0;
     const sansock_socket_t l = listen_on(a, &port);
     REQUIRE(sansock_close(l) == 0); // nobody listens there any more
@@ -128,8 +136,8 @@ TEST_CASE("A nonblocking connect to nobody ends in POLLERR with the reason in SO
 TEST_CASE("POLLHUP or POLLERR after the peer resets the connection") {
     watchdog guard("POLLHUP reset");
     world w;
-    sansock_context* a = w.host();
-    sansock_context* b = w.host();
+    sansock_context* a = w.host(real_clock());
+    sansock_context* b = w.host(real_clock());
     const connection c = connect_pair(a, b);
     SUBCASE("LINGER 0 close") {
         REQUIRE(set_linger(c.server, 1, 0) == 0);
@@ -157,8 +165,8 @@ TEST_CASE("POLLHUP or POLLERR after the peer resets the connection") {
 TEST_CASE("POLLNVAL for a closed handle, alongside a ready socket") {
     watchdog guard("POLLNVAL");
     world w;
-    sansock_context* a = w.host();
-    sansock_context* b = w.host();
+    sansock_context* a = w.host(real_clock());
+    sansock_context* b = w.host(real_clock());
     const connection c = connect_pair(a, b);
     sansock_socket_t gone = 0;
     REQUIRE(sansock_socket(a, &gone) == 0);
@@ -172,8 +180,8 @@ TEST_CASE("POLLNVAL for a closed handle, alongside a ready socket") {
 TEST_CASE("Polling sockets of two contexts at once is -EINVAL") {
     watchdog guard("poll two contexts");
     world w;
-    sansock_context* a = w.host();
-    sansock_context* b = w.host();
+    sansock_context* a = w.host(real_clock());
+    sansock_context* b = w.host(real_clock());
     sansock_socket_t x = 0, y = 0;
     REQUIRE(sansock_socket(a, &x) == 0);
     REQUIRE(sansock_socket(b, &y) == 0);
