@@ -1,0 +1,521 @@
+// SPDX-License-Identifier: MIT
+// Listeners (docs/service.md, listener table) and the service engine their objects share.
+#include <arpa/inet.h>
+
+#include <cstring>
+#include <new>
+#include <system_error>
+
+#include "switch/service_internal.hpp"
+
+using namespace sansock::svc;
+
+namespace sansock::svc {
+
+// ---- the engine ------------------------------------------------------------------------------
+
+namespace {
+
+void job_loop(service_engine& e) {
+    lock_t lock(e.mutex);
+    while (!e.stopping) {
+        // Fire the due timers, one at a time (a firing may arm or disarm others).
+        const auto now = clock::now();
+        timer* due = nullptr;
+        std::optional<clock::time_point> next;
+        for (timer* t = e.timers; t != nullptr; t = t->next) {
+            if (t->when <= now) {
+                due = t;
+                break;
+            }
+            if (!next || t->when < *next) next = t->when;
+        }
+        if (due != nullptr) {
+            disarm_timer(*due);
+            due->fire(*due);
+            e.changed.notify_all();
+            continue;
+        }
+        if (e.jobs_head != nullptr) {
+            task* t = e.jobs_head;
+            e.jobs_head = t->next;
+            if (e.jobs_head == nullptr) e.jobs_tail = nullptr;
+            t->next = nullptr;
+            t->queued = false;
+            t->running = true;
+            t->run(*t, lock);
+            e.changed.notify_all();
+            continue;
+        }
+        if (next)
+            e.jobs_changed.wait_until(lock, *next);
+        else
+            e.jobs_changed.wait(lock);
+    }
+}
+
+void callback_loop(service_engine& e) {
+    lock_t lock(e.mutex);
+    e.callback_thread_id = std::this_thread::get_id();
+    while (!e.stopping) {
+        if (e.callbacks_head == nullptr) {
+            e.callbacks_changed.wait(lock);
+            continue;
+        }
+        task* t = e.callbacks_head;
+        e.callbacks_head = t->next;
+        if (e.callbacks_head == nullptr) e.callbacks_tail = nullptr;
+        t->next = nullptr;
+        t->queued = false;
+        t->running = true;
+        t->run(*t, lock);
+        e.changed.notify_all();
+    }
+}
+
+void enqueue(task*& head, task*& tail, task& t) {
+    t.next = nullptr;
+    if (tail != nullptr)
+        tail->next = &t;
+    else
+        head = &t;
+    tail = &t;
+    t.queued = true;
+}
+
+// Runs an async completion's callback on the callback thread.
+void deliver_completion(task& t, lock_t& lock) {
+    auto& c = *static_cast<completion*>(t.owner);
+    const sansock_async_context async = c.async;
+    const int result = c.result;
+    c.active = false;
+    t.running = false; // the owner may be freed from inside the callback
+    engine().changed.notify_all();
+    lock.unlock();
+    async.callback(result, async.state);
+    lock.lock();
+}
+
+} // namespace
+
+service_engine::~service_engine() {
+    {
+        std::lock_guard lock(mutex);
+        stopping = true;
+    }
+    jobs_changed.notify_all();
+    callbacks_changed.notify_all();
+    if (job_thread.joinable()) job_thread.join();
+    if (callback_thread.joinable()) callback_thread.join();
+}
+
+service_engine& engine() {
+    static service_engine e;
+    return e;
+}
+
+service_engine& engine_started() {
+    service_engine& e = engine();
+    std::lock_guard lock(e.mutex);
+    if (!e.job_thread.joinable()) e.job_thread = std::thread(job_loop, std::ref(e));
+    if (!e.callback_thread.joinable()) e.callback_thread = std::thread(callback_loop, std::ref(e));
+    return e;
+}
+
+void post_job(task& t) {
+    if (t.queued) return;
+    service_engine& e = engine();
+    enqueue(e.jobs_head, e.jobs_tail, t);
+    e.jobs_changed.notify_all();
+}
+
+void post_callback(task& t) {
+    if (t.queued) return;
+    service_engine& e = engine();
+    enqueue(e.callbacks_head, e.callbacks_tail, t);
+    e.callbacks_changed.notify_all();
+}
+
+void arm_timer(timer& t, clock::time_point when) {
+    service_engine& e = engine();
+    if (t.armed) disarm_timer(t);
+    t.when = when;
+    t.armed = true;
+    t.next = e.timers;
+    e.timers = &t;
+    e.jobs_changed.notify_all();
+}
+
+void disarm_timer(timer& t) {
+    if (!t.armed) return;
+    service_engine& e = engine();
+    for (timer** p = &e.timers; *p != nullptr; p = &(*p)->next)
+        if (*p == &t) {
+            *p = t.next;
+            break;
+        }
+    t.next = nullptr;
+    t.armed = false;
+}
+
+bool task_idle(const task& t) { return !t.queued && !t.running; }
+
+void begin(completion& c, const sansock_async_context* async) {
+    c.active = true;
+    c.finished = false;
+    c.result = 0;
+    c.async = async != nullptr ? *async : sansock_async_context{};
+    c.deliver.run = deliver_completion;
+    c.deliver.owner = &c;
+}
+
+void finish(completion& c, int result) {
+    c.result = result;
+    if (c.internal != nullptr) {
+        c.active = false;
+        c.internal(c, result);
+    } else if (c.async.callback != nullptr) {
+        post_callback(c.deliver);
+    } else {
+        c.finished = true;
+    }
+    engine().changed.notify_all();
+}
+
+int wait_or_async(completion& c, lock_t& lock) {
+    if (c.internal != nullptr || c.async.callback != nullptr) return -EINPROGRESS;
+    engine().changed.wait(lock, [&] { return c.finished; });
+    c.active = false;
+    c.finished = false;
+    return c.result;
+}
+
+int finish_at_once(completion& c, int result) {
+    c.active = false;
+    c.finished = false;
+    return result;
+}
+
+bool has_progress_thread(sansock_context* ctx) { return sansock_context_fd(ctx) == -EBADFD; }
+
+void close_socket(sansock_socket_t s, bool hard) {
+    if (s == 0) return;
+    if (hard) {
+        linger l{1, 0};
+        sansock_setsockopt(s, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    }
+    sansock_close(s);
+}
+
+// ---- listener internals ----------------------------------------------------------------------
+
+namespace {
+
+void on_switch_accept(void* user, int64_t result);
+
+void post_switch_accept(sansock_listener& l) {
+    if (l.switch_accept_pending || l.accepts_head == nullptr || l.sock == 0 || l.state != SANSOCK_LISTENER_OPEN) return;
+    const int rc = sansock_accept_async(l.sock, on_switch_accept, &l);
+    if (rc == 0) {
+        l.switch_accept_pending = true;
+        ++l.io_outstanding;
+        return;
+    }
+    while (l.accepts_head != nullptr) { // the switch refused: every waiting accept fails with its code
+        sansock_channel* c = l.accepts_head;
+        listener_remove_accept(l, *c);
+        channel_accept_failed(*c, rc);
+    }
+}
+
+void fail_accepts(sansock_listener& l, int code) {
+    while (l.accepts_head != nullptr) {
+        sansock_channel* c = l.accepts_head;
+        listener_remove_accept(l, *c);
+        channel_accept_failed(*c, code);
+    }
+}
+
+bool listener_quiet(const sansock_listener& l) {
+    return l.io_outstanding == 0 && !l.cleanup_pending && task_idle(l.cleanup) && task_idle(l.close_done.deliver);
+}
+
+// CLOSING ends when nothing of the switch is in flight any more (or an abort cut it short).
+// While a close call is itself closing the socket, that call finishes the close.
+void check_closed(sansock_listener& l) {
+    if (l.state != SANSOCK_LISTENER_CLOSING || l.close_in_call) return;
+    if (l.io_outstanding != 0 || l.cleanup_pending || l.sock != 0) return;
+    l.state = SANSOCK_LISTENER_CLOSED;
+    finish(l.close_done, l.close_result);
+}
+
+void on_switch_accept(void* user, int64_t result) {
+    auto& l = *static_cast<sansock_listener*>(user);
+    sansock_socket_t reset = 0;
+    {
+        lock_t lock(engine().mutex);
+        l.switch_accept_pending = false;
+        if (result >= 0) {
+            const auto s = static_cast<sansock_socket_t>(result);
+            if (l.state == SANSOCK_LISTENER_OPEN && l.accepts_head != nullptr) {
+                sansock_channel* c = l.accepts_head;
+                listener_remove_accept(l, *c);
+                channel_accepted(*c, s);
+            } else {
+                reset = s; // nobody waits for it any more: the client sees a reset
+            }
+        } else if (result != -ECANCELED && l.state == SANSOCK_LISTENER_OPEN && l.accepts_head != nullptr) {
+            sansock_channel* c = l.accepts_head;
+            listener_remove_accept(l, *c);
+            channel_accept_failed(*c, static_cast<int>(result));
+        }
+        post_switch_accept(l);
+        --l.io_outstanding;
+        check_closed(l);
+        engine().changed.notify_all();
+    }
+    close_socket(reset, true);
+}
+
+// Abort's deferred half, on the job thread: closes the listening socket.
+void run_cleanup(task& t, lock_t& lock) {
+    auto& l = *static_cast<sansock_listener*>(t.owner);
+    const sansock_socket_t s = l.sock;
+    l.sock = 0;
+    lock.unlock();
+    close_socket(s, true);
+    lock.lock();
+    l.cleanup_pending = false;
+    t.running = false;
+    check_closed(l);
+}
+
+int validate_inet(const sockaddr* address, socklen_t length) {
+    if (address == nullptr || length < static_cast<socklen_t>(sizeof(sa_family_t))) return -EINVAL;
+    if (address->sa_family != AF_INET) return -EAFNOSUPPORT;
+    if (length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
+    return 0;
+}
+
+} // namespace
+
+void listener_remove_accept(sansock_listener& l, sansock_channel& c) {
+    sansock_channel** p = &l.accepts_head;
+    sansock_channel* previous = nullptr;
+    while (*p != nullptr && *p != &c) {
+        previous = *p;
+        p = &(*p)->accept_next;
+    }
+    if (*p == nullptr) return;
+    *p = c.accept_next;
+    if (l.accepts_tail == &c) l.accepts_tail = previous;
+    c.accept_next = nullptr;
+}
+
+int listener_accept_locked(sansock_listener& l, sansock_channel& c, const sansock_async_context* async) {
+    switch (l.state) {
+    case SANSOCK_LISTENER_OPEN: break;
+    case SANSOCK_LISTENER_FAULTED: return -ENOTRECOVERABLE;
+    case SANSOCK_LISTENER_CREATED:
+    case SANSOCK_LISTENER_OPENING:
+    case SANSOCK_LISTENER_CLOSING:
+    case SANSOCK_LISTENER_CLOSED: return -EBADFD;
+    }
+    if (c.ctx != l.ctx) return -EINVAL;
+    if (c.state != SANSOCK_CHANNEL_CREATED) return -EBADFD;
+    c.state = SANSOCK_CHANNEL_ACCEPTING;
+    c.accepting_on = &l;
+    c.abort_requested = false;
+    c.accept_next = nullptr;
+    if (l.accepts_tail != nullptr)
+        l.accepts_tail->accept_next = &c;
+    else
+        l.accepts_head = &c;
+    l.accepts_tail = &c;
+    begin(c.accept_done, async);
+    post_switch_accept(l);
+    return -EINPROGRESS; // the caller waits or returns (wait_or_async)
+}
+
+// Abort (lock held): nothing here allocates.
+void listener_abort_locked(sansock_listener& l) {
+    switch (l.state) {
+    case SANSOCK_LISTENER_CREATED:
+    case SANSOCK_LISTENER_FAULTED:
+    case SANSOCK_LISTENER_CLOSED: break;
+    case SANSOCK_LISTENER_OPENING: l.abort_requested = true; break;
+    case SANSOCK_LISTENER_OPEN:
+        l.state = SANSOCK_LISTENER_FAULTED;
+        fail_accepts(l, -ECANCELED);
+        if (l.sock != 0 && !l.cleanup_pending) {
+            l.cleanup_pending = true;
+            post_job(l.cleanup);
+        }
+        break;
+    case SANSOCK_LISTENER_CLOSING:
+        l.close_result = -ECANCELED;
+        if (!l.close_in_call && l.close_done.active && !l.close_done.finished && !l.close_done.deliver.queued) {
+            // The close ends now (CLOSED, -ECANCELED); what is still in flight is waited for by
+            // reset and free.
+            l.state = SANSOCK_LISTENER_CLOSED;
+            finish(l.close_done, -ECANCELED);
+        }
+        break;
+    }
+    engine().changed.notify_all();
+}
+
+} // namespace sansock::svc
+
+// ---- public calls ------------------------------------------------------------------------------
+
+extern "C" int sansock_listener_create(sansock_context* ctx, const struct sansock_listener_attr* attr, sansock_listener** out) {
+    if (ctx == nullptr || out == nullptr) return -EINVAL;
+    if (attr != nullptr && (attr->size < sizeof(sansock_listener_attr) || attr->backlog < 0)) return -EINVAL;
+    if (!has_progress_thread(ctx)) return -EINVAL;
+    try {
+        engine_started();
+    } catch (const std::system_error&) {
+        return -EAGAIN;
+    }
+    auto* l = new (std::nothrow) sansock_listener;
+    if (l == nullptr) return -ENOMEM;
+    l->ctx = ctx;
+    if (attr != nullptr && attr->backlog > 0) l->backlog = attr->backlog;
+    l->cleanup.run = run_cleanup;
+    l->cleanup.owner = l;
+    *out = l;
+    return 0;
+}
+
+extern "C" int sansock_listener_open(sansock_listener* l, const struct sockaddr* address, socklen_t length,
+                                     const struct sansock_async_context* async) {
+    if (l == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
+    if (int rc = validate_inet(address, length)) return rc;
+    lock_t lock(engine().mutex);
+    if (l->state != SANSOCK_LISTENER_CREATED) return -EBADFD;
+    l->state = SANSOCK_LISTENER_OPENING;
+    l->abort_requested = false;
+    l->close_result = 0;
+    engine().changed.notify_all();
+    lock.unlock();
+
+    sansock_socket_t s = 0;
+    sockaddr_in bound{};
+    int rc = sansock_socket(l->ctx, &s);
+    if (rc == 0) rc = sansock_bind(s, address, length);
+    if (rc == 0) rc = sansock_listen(s, l->backlog);
+    if (rc == 0) {
+        socklen_t n = sizeof bound;
+        rc = sansock_getsockname(s, reinterpret_cast<sockaddr*>(&bound), &n);
+    }
+
+    lock.lock();
+    if (rc == 0 && l->abort_requested) rc = -ECANCELED;
+    if (rc != 0) {
+        l->state = SANSOCK_LISTENER_CREATED;
+        l->abort_requested = false;
+        engine().changed.notify_all();
+        lock.unlock();
+        close_socket(s, true);
+        return rc;
+    }
+    l->sock = s;
+    l->address = bound;
+    l->address_known = true;
+    l->state = SANSOCK_LISTENER_OPEN;
+    engine().changed.notify_all();
+    return 0;
+}
+
+extern "C" int sansock_listener_accept(sansock_listener* l, sansock_channel* channel, const struct sansock_async_context* async) {
+    if (l == nullptr || channel == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
+    lock_t lock(engine().mutex);
+    const int rc = listener_accept_locked(*l, *channel, async);
+    if (rc != -EINPROGRESS) return rc;
+    return wait_or_async(channel->accept_done, lock);
+}
+
+extern "C" int sansock_listener_close(sansock_listener* l, const struct sansock_async_context* async) {
+    if (l == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
+    lock_t lock(engine().mutex);
+    switch (l->state) {
+    case SANSOCK_LISTENER_CREATED:
+        l->state = SANSOCK_LISTENER_CLOSED;
+        engine().changed.notify_all();
+        return 0;
+    case SANSOCK_LISTENER_CLOSED: return 0;
+    case SANSOCK_LISTENER_OPENING:
+    case SANSOCK_LISTENER_CLOSING: return -EBADFD;
+    case SANSOCK_LISTENER_OPEN:
+    case SANSOCK_LISTENER_FAULTED: break;
+    }
+    l->state = SANSOCK_LISTENER_CLOSING;
+    l->close_result = 0;
+    begin(l->close_done, async);
+    fail_accepts(*l, -ECANCELED);
+    // Closing the listening socket cancels the switch's accept and resets the connections that
+    // arrived but were not accepted; the switch may call on_switch_accept inline.
+    const sansock_socket_t s = l->sock;
+    l->sock = 0;
+    l->close_in_call = true;
+    lock.unlock();
+    close_socket(s, true);
+    lock.lock();
+    l->close_in_call = false;
+    if ((l->io_outstanding == 0 && !l->cleanup_pending) || l->close_result == -ECANCELED) {
+        l->state = SANSOCK_LISTENER_CLOSED;
+        engine().changed.notify_all();
+        return finish_at_once(l->close_done, l->close_result);
+    }
+    return wait_or_async(l->close_done, lock);
+}
+
+extern "C" int sansock_listener_abort(sansock_listener* l) {
+    if (l == nullptr) return -EINVAL;
+    lock_t lock(engine().mutex);
+    listener_abort_locked(*l);
+    return 0;
+}
+
+extern "C" int sansock_listener_reset(sansock_listener* l) {
+    if (l == nullptr) return -EINVAL;
+    lock_t lock(engine().mutex);
+    switch (l->state) {
+    case SANSOCK_LISTENER_CREATED: return 0;
+    case SANSOCK_LISTENER_CLOSED:
+        engine().changed.wait(lock, [&] { return l->io_outstanding == 0 && !l->cleanup_pending && task_idle(l->cleanup); });
+        l->state = SANSOCK_LISTENER_CREATED;
+        l->close_result = 0;
+        engine().changed.notify_all();
+        return 0;
+    default: return -EBADFD;
+    }
+}
+
+extern "C" int sansock_listener_free(sansock_listener* l) {
+    if (l == nullptr) return -EINVAL;
+    {
+        lock_t lock(engine().mutex);
+        if (l->state != SANSOCK_LISTENER_CREATED && l->state != SANSOCK_LISTENER_CLOSED) return -EBADFD;
+        engine().changed.wait(lock, [&] { return listener_quiet(*l); });
+    }
+    delete l;
+    return 0;
+}
+
+extern "C" int sansock_listener_get_state(sansock_listener* l) {
+    if (l == nullptr) return -EINVAL;
+    lock_t lock(engine().mutex);
+    return static_cast<int>(l->state);
+}
+
+extern "C" int sansock_listener_address(sansock_listener* l, struct sockaddr* address, socklen_t* length) {
+    if (l == nullptr || address == nullptr || length == nullptr) return -EINVAL;
+    lock_t lock(engine().mutex);
+    if (!l->address_known) return -EBADFD;
+    if (*length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
+    std::memcpy(address, &l->address, sizeof(sockaddr_in));
+    *length = sizeof(sockaddr_in);
+    return 0;
+}

@@ -1,0 +1,311 @@
+// SPDX-License-Identifier: MIT
+// Service hosts (docs/service.md, host table): a listener per endpoint, accepted channels
+// handed to the application, close that waits for each client to end its session.
+#include <cstring>
+#include <new>
+#include <system_error>
+
+#include "switch/service_internal.hpp"
+
+using namespace sansock::svc;
+
+namespace sansock::svc {
+
+namespace {
+
+bool all_closed(const sansock_service_host& h) {
+    for (const auto& ep : h.endpoints)
+        if (ep.accepting != nullptr) return false;
+    for (const sansock_channel* c : h.channels)
+        if (c->state != SANSOCK_CHANNEL_CLOSED && c->state != SANSOCK_CHANNEL_CREATED) return false;
+    return true;
+}
+
+void on_host_timer(timer& t) {
+    auto& h = *static_cast<sansock_service_host*>(t.owner);
+    if (h.state != SANSOCK_HOST_CLOSING) return;
+    h.close_result = -ETIMEDOUT;
+    for (sansock_channel* c : h.channels) channel_force_hard(*c, -ETIMEDOUT);
+}
+
+void on_accepted(completion& done, int result);
+
+// Accepts the next channel on endpoint i (lock held; allocates).
+void start_accept(sansock_service_host& h, size_t i) {
+    auto& ep = h.endpoints[i];
+    if (ep.listener == nullptr || ep.accepting != nullptr || ep.spare != nullptr) return;
+    sansock_channel* c = nullptr;
+    try {
+        c = channel_new(h.ctx, ep.kind);
+        h.channels.reserve(h.channels.size() + 1); // so that on_accepted need not allocate
+    } catch (const std::bad_alloc&) {
+        delete c;
+        return;
+    }
+    c->host = &h;
+    c->endpoint = i;
+    c->accept_done.internal = on_accepted;
+    c->accept_done.internal_owner = c;
+    ep.accepting = c;
+    const int rc = listener_accept_locked(*ep.listener, *c, nullptr);
+    if (rc != -EINPROGRESS) { // refused at once (the listener faulted): keep it to free later
+        ep.accepting = nullptr;
+        ep.spare = c;
+    }
+}
+
+// A host channel's accept finished (lock held; the failure path does not allocate, as it
+// runs inside listener abort).
+void on_accepted(completion& done, int result) {
+    auto* c = static_cast<sansock_channel*>(done.internal_owner);
+    auto& h = *c->host;
+    auto& ep = h.endpoints[c->endpoint];
+    ep.accepting = nullptr;
+    if (result != 0) {
+        ep.spare = c;
+        host_channel_changed(h);
+        return;
+    }
+    h.channels.push_back(c); // capacity reserved in start_accept
+    switch (h.state) {
+    case SANSOCK_HOST_OPEN:
+        post_callback(c->deliver);
+        start_accept(h, c->endpoint);
+        break;
+    case SANSOCK_HOST_CLOSING: channel_start_close(*c, false, std::nullopt); break;
+    default: channel_abort_locked(*c); break;
+    }
+    host_channel_changed(h);
+}
+
+// Frees the listeners and channels of the last open (lock held, dropped meanwhile).
+void release_parts(sansock_service_host& h, lock_t& lock) {
+    std::vector<sansock_listener*> listeners;
+    for (auto& ep : h.endpoints) {
+        if (ep.listener != nullptr) listeners.push_back(ep.listener);
+        ep.listener = nullptr;
+        if (ep.spare != nullptr) h.channels.push_back(ep.spare);
+        ep.spare = nullptr;
+    }
+    std::vector<sansock_channel*> channels = std::move(h.channels);
+    h.channels.clear();
+    for (sansock_channel* c : channels) channel_delete(c, lock);
+    lock.unlock();
+    for (sansock_listener* l : listeners) {
+        sansock_listener_close(l, nullptr); // CLOSED already; harmless
+        sansock_listener_free(l);
+    }
+    lock.lock();
+}
+
+int validate_endpoint(const sansock_service_endpoint& e) {
+    if (e.address == nullptr || e.address_length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
+    if (e.address->sa_family != AF_INET) return -EAFNOSUPPORT;
+    if (e.kind != SANSOCK_CHANNEL_SESSION && e.kind != SANSOCK_CHANNEL_NONSESSION) return -EINVAL;
+    return 0;
+}
+
+} // namespace
+
+void host_channel_changed(sansock_service_host& h) {
+    if (h.state != SANSOCK_HOST_CLOSING || h.close_in_call || !all_closed(h)) return;
+    disarm_timer(h.close_timer);
+    h.state = SANSOCK_HOST_CLOSED;
+    finish(h.close_done, h.close_result);
+}
+
+} // namespace sansock::svc
+
+extern "C" int sansock_service_host_create(sansock_context* ctx, const struct sansock_service_endpoint* endpoints,
+                                           size_t count, const struct sansock_service_host_attr* attr,
+                                           sansock_service_host** out) {
+    if (ctx == nullptr || endpoints == nullptr || count == 0 || attr == nullptr || out == nullptr) return -EINVAL;
+    if (attr->size < sizeof(sansock_service_host_attr) || attr->on_channel == nullptr) return -EINVAL;
+    for (size_t i = 0; i < count; ++i)
+        if (int rc = validate_endpoint(endpoints[i])) return rc;
+    if (!has_progress_thread(ctx)) return -EINVAL;
+    try {
+        engine_started();
+        auto* h = new sansock_service_host;
+        h->ctx = ctx;
+        h->close_timeout_ms = attr->close_timeout_ms;
+        h->on_channel = attr->on_channel;
+        h->user_state = attr->state;
+        h->endpoints.resize(count);
+        for (size_t i = 0; i < count; ++i) {
+            std::memcpy(&h->endpoints[i].address, endpoints[i].address, sizeof(sockaddr_in));
+            h->endpoints[i].kind = static_cast<sansock_channel_kind>(endpoints[i].kind);
+        }
+        h->close_timer.fire = on_host_timer;
+        h->close_timer.owner = h;
+        *out = h;
+        return 0;
+    } catch (const std::bad_alloc&) {
+        return -ENOMEM;
+    } catch (const std::system_error&) {
+        return -EAGAIN;
+    }
+}
+
+extern "C" int sansock_service_host_open(sansock_service_host* h, const struct sansock_async_context* async) {
+    if (h == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
+    lock_t lock(engine().mutex);
+    if (h->state != SANSOCK_HOST_CREATED) return -EBADFD;
+    h->state = SANSOCK_HOST_OPENING;
+    h->abort_requested = false;
+    engine().changed.notify_all();
+    lock.unlock();
+
+    // Every listener opens before any channel is accepted.
+    int rc = 0;
+    std::vector<sansock_listener*> opened(h->endpoints.size(), nullptr);
+    std::vector<sockaddr_in> bound(h->endpoints.size());
+    for (size_t i = 0; i < h->endpoints.size() && rc == 0; ++i) {
+        rc = sansock_listener_create(h->ctx, nullptr, &opened[i]);
+        if (rc == 0)
+            rc = sansock_listener_open(opened[i], reinterpret_cast<const sockaddr*>(&h->endpoints[i].address),
+                                       sizeof(sockaddr_in), nullptr);
+        if (rc == 0) {
+            socklen_t n = sizeof bound[i];
+            rc = sansock_listener_address(opened[i], reinterpret_cast<sockaddr*>(&bound[i]), &n);
+        }
+    }
+    lock.lock();
+    if (rc == 0 && h->abort_requested) rc = -ECANCELED;
+    if (rc != 0) {
+        lock.unlock();
+        for (sansock_listener* l : opened)
+            if (l != nullptr) {
+                sansock_listener_close(l, nullptr);
+                sansock_listener_free(l);
+            }
+        lock.lock();
+        h->state = SANSOCK_HOST_CREATED;
+        h->abort_requested = false;
+        engine().changed.notify_all();
+        return rc;
+    }
+    for (size_t i = 0; i < h->endpoints.size(); ++i) {
+        h->endpoints[i].listener = opened[i];
+        h->endpoints[i].bound = bound[i];
+        h->endpoints[i].bound_known = true;
+    }
+    h->state = SANSOCK_HOST_OPEN;
+    for (size_t i = 0; i < h->endpoints.size(); ++i) start_accept(*h, i);
+    engine().changed.notify_all();
+    return 0;
+}
+
+extern "C" int sansock_service_host_close(sansock_service_host* h, const struct sansock_async_context* async) {
+    if (h == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
+    lock_t lock(engine().mutex);
+    switch (h->state) {
+    case SANSOCK_HOST_CREATED:
+        h->state = SANSOCK_HOST_CLOSED;
+        engine().changed.notify_all();
+        return 0;
+    case SANSOCK_HOST_CLOSED: return 0;
+    case SANSOCK_HOST_OPENING:
+    case SANSOCK_HOST_CLOSING: return -EBADFD;
+    case SANSOCK_HOST_OPEN:
+    case SANSOCK_HOST_FAULTED: break;
+    }
+    h->state = SANSOCK_HOST_CLOSING;
+    h->close_result = 0;
+    h->close_in_call = true;
+    begin(h->close_done, async);
+    if (h->close_timeout_ms != 0)
+        arm_timer(h->close_timer, clock::now() + std::chrono::milliseconds(h->close_timeout_ms));
+    // The listeners first: no new channel; their pending accepts fail -ECANCELED.
+    std::vector<sansock_listener*> listeners;
+    for (auto& ep : h->endpoints)
+        if (ep.listener != nullptr) listeners.push_back(ep.listener);
+    lock.unlock();
+    for (sansock_listener* l : listeners) sansock_listener_close(l, nullptr);
+    lock.lock();
+    // Then every accepted channel, gracefully; session channels finish when their client ends
+    // the session (the host's timer bounds them all).
+    for (sansock_channel* c : h->channels) {
+        if (c->state == SANSOCK_CHANNEL_OPEN || c->state == SANSOCK_CHANNEL_FAULTED) channel_start_close(*c, false, std::nullopt);
+        if (h->close_result != 0) channel_force_hard(*c, h->close_result);
+    }
+    h->close_in_call = false;
+    if (all_closed(*h)) {
+        disarm_timer(h->close_timer);
+        h->state = SANSOCK_HOST_CLOSED;
+        engine().changed.notify_all();
+        return finish_at_once(h->close_done, h->close_result);
+    }
+    return wait_or_async(h->close_done, lock);
+}
+
+extern "C" int sansock_service_host_abort(sansock_service_host* h) {
+    if (h == nullptr) return -EINVAL;
+    lock_t lock(engine().mutex);
+    switch (h->state) {
+    case SANSOCK_HOST_CREATED:
+    case SANSOCK_HOST_CLOSED:
+    case SANSOCK_HOST_FAULTED: break;
+    case SANSOCK_HOST_OPENING: h->abort_requested = true; break;
+    case SANSOCK_HOST_OPEN:
+        h->state = SANSOCK_HOST_FAULTED;
+        for (auto& ep : h->endpoints)
+            if (ep.listener != nullptr) listener_abort_locked(*ep.listener);
+        for (sansock_channel* c : h->channels) channel_abort_locked(*c);
+        break;
+    case SANSOCK_HOST_CLOSING:
+        h->close_result = -ECANCELED;
+        for (auto& ep : h->endpoints)
+            if (ep.listener != nullptr) listener_abort_locked(*ep.listener);
+        for (sansock_channel* c : h->channels) channel_abort_locked(*c);
+        host_channel_changed(*h);
+        break;
+    }
+    engine().changed.notify_all();
+    return 0;
+}
+
+extern "C" int sansock_service_host_reset(sansock_service_host* h) {
+    if (h == nullptr) return -EINVAL;
+    lock_t lock(engine().mutex);
+    switch (h->state) {
+    case SANSOCK_HOST_CREATED: return 0;
+    case SANSOCK_HOST_CLOSED:
+        release_parts(*h, lock);
+        h->state = SANSOCK_HOST_CREATED;
+        h->close_result = 0;
+        for (auto& ep : h->endpoints) ep.bound_known = false;
+        engine().changed.notify_all();
+        return 0;
+    default: return -EBADFD;
+    }
+}
+
+extern "C" int sansock_service_host_free(sansock_service_host* h) {
+    if (h == nullptr) return -EINVAL;
+    lock_t lock(engine().mutex);
+    if (h->state != SANSOCK_HOST_CREATED && h->state != SANSOCK_HOST_CLOSED) return -EBADFD;
+    release_parts(*h, lock);
+    engine().changed.wait(lock, [&] { return task_idle(h->close_done.deliver) && !h->close_timer.armed; });
+    lock.unlock();
+    delete h;
+    return 0;
+}
+
+extern "C" int sansock_service_host_get_state(sansock_service_host* h) {
+    if (h == nullptr) return -EINVAL;
+    lock_t lock(engine().mutex);
+    return static_cast<int>(h->state);
+}
+
+extern "C" int sansock_service_host_endpoint_address(sansock_service_host* h, size_t endpoint, struct sockaddr* address,
+                                                     socklen_t* length) {
+    if (h == nullptr || address == nullptr || length == nullptr) return -EINVAL;
+    lock_t lock(engine().mutex);
+    if (endpoint >= h->endpoints.size()) return -EINVAL;
+    if (!h->endpoints[endpoint].bound_known) return -EBADFD;
+    if (*length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
+    std::memcpy(address, &h->endpoints[endpoint].bound, sizeof(sockaddr_in));
+    *length = sizeof(sockaddr_in);
+    return 0;
+}
