@@ -171,6 +171,7 @@ public:
         if (rbind(listener_.get(), reinterpret_cast<sockaddr*>(&addr_), sizeof addr_) != 0)
             return fail(why, negated_errno(), "rbind " + address);
         if (rlisten(listener_.get(), 1024) != 0) return fail(why, negated_errno(), "rlisten");
+        if (int rc = set_nonblocking(listener_.get())) return fail(why, rc, "rfcntl O_NONBLOCK");
         socklen_t len = sizeof addr_;
         if (rgetsockname(listener_.get(), reinterpret_cast<sockaddr*>(&addr_), &len) != 0)
             return fail(why, negated_errno(), "rgetsockname");
@@ -213,30 +214,32 @@ public:
     }
 
 private:
+    // rpoll on a listening rsocket proved unreliable on rxe (it missed or delayed connect
+    // requests by seconds), so the listener is nonblocking and raccept is retried every
+    // 50 us. The accepted socket may still be completing its accept; rsockets finishes that
+    // on its first use.
     void accept_loop(std::stop_token stop) {
+        int rc = 0;
         while (!stop.stop_requested()) {
-            int rc = wait_rs(listener_.get(), POLLIN, 100);
-            if (rc == -ETIMEDOUT) continue;
-            if (rc == 0) {
-                rs_owner s(raccept(listener_.get(), nullptr, nullptr));
-                if (s.get() >= 0) {
-                    rc = set_nonblocking(s.get());
-                    if (rc == 0) {
-                        std::lock_guard lock(mutex_);
-                        ready_.push_back(std::move(s));
-                        ready_cv_.notify_all();
-                        continue;
-                    }
-                } else {
-                    rc = negated_errno();
-                    if (rc == -EAGAIN || rc == -EINTR) continue;
+            rs_owner s(raccept(listener_.get(), nullptr, nullptr));
+            if (s.get() < 0) {
+                rc = negated_errno();
+                if (rc == -EAGAIN || rc == -EWOULDBLOCK || rc == -EINTR) {
+                    std::this_thread::sleep_for(std::chrono::microseconds(50));
+                    rc = 0;
+                    continue;
                 }
+                break;
             }
+            if ((rc = set_nonblocking(s.get())) != 0) break;
             std::lock_guard lock(mutex_);
-            error_ = rc;
+            ready_.push_back(std::move(s));
             ready_cv_.notify_all();
-            return;
         }
+        if (rc == 0) return;
+        std::lock_guard lock(mutex_);
+        error_ = rc;
+        ready_cv_.notify_all();
     }
 
     sockaddr_in addr_{};
