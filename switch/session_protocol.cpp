@@ -70,6 +70,11 @@ std::string validate(const header& h, const receive_state& state) {
         if (state.fin_received) return "second FIN";
         if (h.length != 0 || h.value != 0) return "FIN with a payload";
         return {};
+    case message_type::fin_ack:
+        if (!state.fin_sent) return "FIN_ACK before our FIN";
+        if (state.fin_ack_received) return "second FIN_ACK";
+        if (h.length != 0 || h.value != 0) return "FIN_ACK with a payload";
+        return {};
     }
     return "unknown message type " + std::to_string(static_cast<int>(h.type));
 }

@@ -8,6 +8,8 @@
 //        has left us (credit)
 // CREDIT value = bytes of window returned (the receiver consumed them); length 0
 // FIN    no more DATA in this direction (graceful shutdown of one direction); length 0
+// FIN_ACK the receiver's switch has taken the FIN, so every byte before it is in its buffer:
+//        only then may the FIN's sender close the connection hard; length 0
 #pragma once
 
 #include <cstddef>
@@ -23,7 +25,7 @@ inline constexpr uint32_t max_data_payload = 64 * 1024;
 inline constexpr uint32_t min_window = 4096;
 inline constexpr uint32_t max_window = 64u << 20;
 
-enum class message_type : uint8_t { hello = 1, data = 2, credit = 3, fin = 4 };
+enum class message_type : uint8_t { hello = 1, data = 2, credit = 3, fin = 4, fin_ack = 5 };
 
 struct header {
     uint16_t magic = session::magic;
@@ -47,6 +49,8 @@ struct receive_state {
     uint32_t our_window = 0;    // the window we advertised
     uint64_t peer_credit = 0;   // DATA bytes we may still send the peer
     uint32_t peer_window = 0;   // the window the peer advertised
+    bool fin_sent = false;      // we sent our FIN
+    bool fin_ack_received = false;
 };
 
 // Checks a received header against the protocol and the connection's state. Empty when the

@@ -54,6 +54,8 @@ int send_control(stream_socket& s, session::message_type type, uint32_t value) {
     return send_request(s, r);
 }
 
+void on_reset(stream_socket& s, int code);
+
 void post_recv(stream_socket& s) {
     if (s.ps == 0 || s.state != socket_state::connected || s.recv_request != nullptr || s.ctx->stopping) return;
     provider_request* r = new_request(s, provider::operation_kind::recv);
@@ -64,8 +66,7 @@ void post_recv(stream_socket& s) {
                              provider::operation* op) { return ops.recv(i, ps, op); });
     if (rc != 0) {
         s.recv_request = nullptr;
-        fail_socket(s, rc == -ENETDOWN ? rc : -ECONNRESET);
-        hard_close(s);
+        on_reset(s, rc == -ENETDOWN ? rc : -ECONNRESET); // after both FINs, a graceful end
     }
 }
 
@@ -140,7 +141,15 @@ void parse_frames(stream_socket& s) {
             break;
         case session::message_type::fin:
             s.session.fin_received = true;
+            // Everything the peer sent before its FIN is in our buffer now: say so, so that
+            // it may close hard without anything of its being lost.
+            send_control(s, session::message_type::fin_ack, 0);
             deliver_async(s);
+            finish_graceful_if_done(s);
+            break;
+        case session::message_type::fin_ack:
+            s.session.fin_ack_received = true;
+            s.fin_acknowledged = true;
             finish_graceful_if_done(s);
             break;
         }
@@ -206,7 +215,6 @@ void on_sent(stream_socket& s, provider_request& r) {
         if (r.result != -ECANCELED) on_reset(s, static_cast<int>(r.result));
         return;
     }
-    if (r.is_fin) s.fin_acknowledged = true;
     finish_graceful_if_done(s);
 }
 
@@ -251,6 +259,7 @@ void on_provider_event(void* c, provider::socket_handle ps, provider::connection
 }
 
 void start_connection(stream_socket& s) {
+    s.fin_sent = s.fin_acknowledged = false;
     const uint32_t window = s.window_bytes != 0 ? s.window_bytes : s.ctx->attr.window_bytes;
     s.session = {};
     s.session.our_window = window;
@@ -326,7 +335,7 @@ void pump_send(stream_socket& s) {
         }
     }
     if (s.shut_write && s.send_queue.empty() && !s.fin_sent) {
-        if (send_control(s, session::message_type::fin, 0) == 0) s.fin_sent = true;
+        if (send_control(s, session::message_type::fin, 0) == 0) s.fin_sent = s.session.fin_sent = true;
     }
     s.ctx->changed.notify_all();
 }

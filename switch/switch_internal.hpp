@@ -93,7 +93,8 @@ struct stream_socket {
     uint32_t window_bytes = 0;         // the receive window this socket advertises
     uint64_t unacknowledged = 0;       // DATA bytes given to the provider, not yet acknowledged
     bool hello_sent = false;
-    bool shut_write = false, fin_sent = false, fin_acknowledged = false;
+    bool shut_write = false, fin_sent = false;
+    bool fin_acknowledged = false;     // the peer's switch took our FIN (FIN_ACK)
     session::receive_state session;
 
     // Connected: receiving.

@@ -277,7 +277,7 @@ int take_peer_handshake(vsocket& s, const void* data, uint8_t length) {
     std::memcpy(&peer, data, sizeof peer);
     if (peer.magic != handshake_magic || peer.version != handshake_version || peer.recv_slots < 2 || peer.slot_size < 64)
         return -EPROTO;
-    s.credits = peer.recv_slots;
+    s.credits += peer.recv_slots; // credits returned before our ESTABLISHED was handled are kept
     s.fragment_size = std::min(s.slot_size, peer.slot_size);
     return 0;
 }
@@ -415,11 +415,19 @@ void deliver_received(verbs_instance& self, vsocket& s) {
     pump_sends(self, s);
 }
 
+// A socket whose QP carries the user's traffic (connected, or about to be).
+bool receiving(const vsocket& s) {
+    return s.state == socket_state::connected ||
+           ((s.state == socket_state::connecting || s.state == socket_state::accepting) && s.qp);
+}
+
 void handle_completion(verbs_instance& self, vsocket& s, const ibv_wc& wc) {
     if (wc.wr_id & recv_wr_flag) {
         --s.posted_recvs;
         const uint32_t slot = static_cast<uint32_t>(wc.wr_id & ~recv_wr_flag);
-        if (s.state != socket_state::connected) return; // flushes of a failed or closed socket
+        // The peer may send as soon as it is established, before our own ESTABLISHED event is
+        // handled: a connection still connecting or accepting takes its data too.
+        if (!receiving(s)) return; // flushes of a failed or closed socket
         if (wc.status != IBV_WC_SUCCESS) {
             fail_connection(self, s, -ECONNRESET, connection_event::peer_reset);
             return;
@@ -442,7 +450,7 @@ void handle_completion(verbs_instance& self, vsocket& s, const ibv_wc& wc) {
     if (slot >= s.send_slots) return;
     s.free_send_slots.push_back(slot);
     operation* op = std::exchange(s.send_slot_uses[slot].op, nullptr);
-    if (s.state != socket_state::connected) return;
+    if (!receiving(s)) return;
     if (wc.status != IBV_WC_SUCCESS) {
         if (op != nullptr) finish(self, op, -ECONNRESET);
         fail_connection(self, s, -ECONNRESET, connection_event::peer_reset);
@@ -450,6 +458,13 @@ void handle_completion(verbs_instance& self, vsocket& s, const ibv_wc& wc) {
     }
     if (op != nullptr) finish(self, op, static_cast<int64_t>(op->length));
     pump_sends(self, s);
+}
+
+void drain_completions(verbs_instance& self, vsocket& s) {
+    ibv_wc batch[32];
+    int n;
+    while (s.cq && (n = ibv_poll_cq(s.cq.get(), 32, batch)) > 0)
+        for (int i = 0; i < n; ++i) handle_completion(self, s, batch[i]);
 }
 
 void on_device_completions(void* context, int, uint32_t) noexcept {
@@ -462,10 +477,7 @@ void on_device_completions(void* context, int, uint32_t) noexcept {
         ibv_ack_cq_events(cq, 1);
         auto* s = static_cast<vsocket*>(cq_context);
         ibv_req_notify_cq(cq, 0);
-        ibv_wc batch[32];
-        int n;
-        while ((n = ibv_poll_cq(cq, 32, batch)) > 0)
-            for (int i = 0; i < n; ++i) handle_completion(self, *s, batch[i]);
+        drain_completions(self, *s);
     }
 }
 
@@ -605,6 +617,8 @@ void handle_cm_event(verbs_instance& self, rdma_cm_event& event, std::vector<rdm
         }
         break;
     case RDMA_CM_EVENT_DISCONNECTED:
+        // Completions already in the CQ came before the disconnect: deliver them first.
+        if (s->cq) drain_completions(self, *s);
         if (s->state == socket_state::connected) {
             if (s->listener != nullptr) {
                 s->state = socket_state::failed; // stays in the ready queue; the user meets the reset

@@ -72,6 +72,11 @@ std::vector<attack> attacks() {
                         raw.send_header(h, 10);
                         return false;
                     }});
+    list.push_back({"a FIN_ACK for a FIN the switch never sent", [](raw_peer& raw) {
+                        raw.send_hello();
+                        raw.send_header(make(message_type::fin_ack));
+                        return false;
+                    }});
     list.push_back({"DATA before HELLO", [](raw_peer& raw) {
                         raw.send_header(make(message_type::data, 10), 10);
                         return false;
@@ -146,17 +151,23 @@ TEST_CASE("A well-behaved raw peer exchanges HELLO, DATA and FIN with the switch
     raw.send_header(make(message_type::fin));
     char byte = 0;
     CHECK(bounded("recv end", [&] { return sansock_recv(s, &byte, 1, 0); }) == 0);
-    // Our own end of stream reaches the raw peer as a FIN.
+    // The switch confirms it took the FIN (FIN_ACK), and its own end of stream reaches the raw
+    // peer as a FIN, which the raw peer confirms in turn.
     REQUIRE(sansock_shutdown(s, SHUT_WR) == 0);
-    for (int i = 0; i < 8; ++i) {
+    bool fin_ack_seen = false, fin_seen = false;
+    for (int i = 0; i < 8 && !(fin_ack_seen && fin_seen); ++i) {
         auto [rc, bytes] = raw.recv_exact(session::header_size);
         REQUIRE(rc == int64_t(session::header_size));
         const header h = session::decode(bytes.data());
-        if (h.type == message_type::credit) continue;
-        CHECK(h.type == message_type::fin);
         CHECK(h.length == 0);
-        break;
+        if (h.type == message_type::credit) continue;
+        if (h.type == message_type::fin_ack) fin_ack_seen = true;
+        else if (h.type == message_type::fin) fin_seen = true;
+        else FAIL_CHECK("unexpected message type " << int(h.type));
     }
+    CHECK(fin_ack_seen);
+    CHECK(fin_seen);
+    raw.send_header(make(message_type::fin_ack));
     CHECK(raw.resets() == 0);
     CHECK(sansock_close(s) == 0);
 }
