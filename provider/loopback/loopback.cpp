@@ -138,10 +138,12 @@ struct loop_instance {
     int event_fd = -1;
     bool down = false;
 
-    std::timed_mutex serial;            // serialises progress calls
-    std::thread::id progress_thread;    // the thread inside progress (fabric mutex)
+    // Progress calls are serialised by this flag rather than a timed mutex, whose timed lock
+    // ThreadSanitizer does not understand (pthread_mutex_clocklock).
+    bool progress_busy = false;         // a thread is inside progress (fabric mutex)
+    std::thread::id progress_thread;    // that thread
     socket_handle delivering = 0;       // whose completion or up-call progress is running
-    std::condition_variable delivered;  // with the fabric mutex: delivering changed
+    std::condition_variable delivered;  // with the fabric mutex: delivering or busy changed
     std::atomic<bool> wake_requested{false};
 
     explicit loop_instance(const provider::config& c) : settings(c), table(c.max_sockets) {}
@@ -731,13 +733,10 @@ int lb_progress(provider::instance* self, int timeout_ms) {
     if (inst == nullptr) return -EINVAL;
     using clock = std::chrono::steady_clock;
     const auto deadline = clock::now() + std::chrono::milliseconds(std::max(timeout_ms, 0));
-    {
-        std::lock_guard lock(inst->net->mutex);
-        if (inst->progress_thread == std::this_thread::get_id()) return -EDEADLK;
-    }
-    std::unique_lock serial(inst->serial, std::defer_lock);
-    if (!serial.try_lock_until(deadline)) return 0;
     std::unique_lock lock(inst->net->mutex);
+    if (inst->progress_busy && inst->progress_thread == std::this_thread::get_id()) return -EDEADLK;
+    if (!inst->delivered.wait_until(lock, deadline, [inst] { return !inst->progress_busy; })) return 0;
+    inst->progress_busy = true;
     inst->progress_thread = std::this_thread::get_id();
     // delay_completions counts progress calls.
     for (lsock* s : std::vector<lsock*>(inst->holding))
@@ -759,7 +758,9 @@ int lb_progress(provider::instance* self, int timeout_ms) {
         ::poll(&p, 1, int(std::min<long long>(left, 1000 * 1000)));
         lock.lock();
     }
+    inst->progress_busy = false;
     inst->progress_thread = std::thread::id();
+    inst->delivered.notify_all();
     return delivered;
 }
 

@@ -395,6 +395,37 @@ TEST_CASE("Nothing is signalled for a socket after its close returned") {
     }
 }
 
+// A completion routine that is still running when close is called on its socket.
+struct slow_routine {
+    std::atomic<bool> started{false};
+    std::atomic<bool> finished{false};
+    static void run(tracked& t) noexcept {
+        auto* self = static_cast<slow_routine*>(t.context);
+        self->started.store(true);
+        notify_board();
+        settle(300);
+        self->finished.store(true);
+    }
+};
+
+TEST_CASE("close waits for a completion routine of its socket that progress is running") {
+    slow_routine slow;
+    two_hosts hosts;
+    const auto c = hosts.connect();
+    tracked& recv = hosts.new_op(operation_kind::recv, hosts.new_buffer(8), 8);
+    recv.then = &slow_routine::run;
+    recv.context = &slow;
+    REQUIRE(hosts.ops.recv(hosts.a(), c.client, &recv.op) == 0);
+    tracked& send = hosts.new_op(operation_kind::send, hosts.new_buffer(8), 8);
+    REQUIRE(hosts.ops.send(hosts.b(), c.server, &send.op) == 0);
+    REQUIRE(wait_until([&] { return slow.started.load(); }, hosts.timeout()));
+    REQUIRE(hosts.ops.close(hosts.a(), c.client) == 0);
+    // Nothing for the socket runs after close returned: the routine has finished.
+    CHECK(slow.finished.load());
+    CHECK(recv.completions.load() == 1);
+    CHECK(hosts.ops.close(hosts.b(), c.server) == 0);
+}
+
 // ---- close racing with sends ----
 
 // A receiver that reads and discards until its connection fails.
