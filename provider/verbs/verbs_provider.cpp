@@ -23,6 +23,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
+#include <condition_variable>
 #include <unordered_map>
 #include <vector>
 
@@ -149,6 +151,11 @@ struct vsocket {
     uint8_t* recv_slot(uint32_t slot) { return buffer.get() + size_t(send_slots + slot) * slot_size; }
 };
 
+struct finished_op {
+    operation* op;
+    socket_handle socket; // 0 for a socket the user does not hold yet
+};
+
 struct pending_upcall {
     socket_handle socket;
     connection_event event;
@@ -167,8 +174,13 @@ struct verbs_instance {
     std::unordered_map<vsocket*, std::unique_ptr<vsocket>> sockets; // every socket, closed ones too
     std::vector<vsocket*> closing;                                   // torn down in progress()
     std::map<ibv_context*, std::unique_ptr<device_resources>> devices;
-    std::vector<operation*> done; // completions to deliver from progress
+    std::vector<finished_op> done; // completions to deliver from progress
     std::vector<pending_upcall> signals;
+    // The socket whose completion routine or up-call progress is running now (0: none), so
+    // that close can wait for it: nothing of a socket runs after its close returned.
+    socket_handle delivering = invalid_socket;
+    std::thread::id delivering_thread;
+    std::condition_variable delivered;
 
     explicit verbs_instance(const config& c, const upcalls& u) : settings(c), calls(u), table(c.max_sockets) {}
 };
@@ -177,9 +189,9 @@ verbs_instance* self_of(provider::instance* p) { return reinterpret_cast<verbs_i
 
 // --- helpers, called with the instance mutex held --------------------------------------------
 
-void finish(verbs_instance& self, operation* op, int64_t result) {
+void finish(verbs_instance& self, const vsocket& s, operation* op, int64_t result) {
     op->result = result;
-    self.done.push_back(op);
+    self.done.push_back({op, s.handle});
 }
 
 int validate_ipv4(const sockaddr* address, socklen_t length) {
@@ -282,8 +294,8 @@ int take_peer_handshake(vsocket& s, const void* data, uint8_t length) {
     return 0;
 }
 
-void fail_queue(verbs_instance& self, op_queue& queue, int code) {
-    while (operation* op = queue.pop()) finish(self, op, code);
+void fail_queue(verbs_instance& self, const vsocket& s, op_queue& queue, int code) {
+    while (operation* op = queue.pop()) finish(self, s, op, code);
 }
 
 // Every operation still pending on `s`, taken out of the socket.
@@ -317,7 +329,7 @@ void fail_connection(verbs_instance& self, vsocket& s, int code, connection_even
     s.failure = code;
     std::vector<operation*> pending;
     take_pending(s, pending);
-    for (operation* op : pending) finish(self, op, code);
+    for (operation* op : pending) finish(self, s, op, code);
     stop_connection(s);
     if (was_connected) signal(self, s, event, code);
 }
@@ -407,7 +419,7 @@ void deliver_received(verbs_instance& self, vsocket& s) {
         }
         if (op->provider_word == op->length || !(op->flags & op_wait_all)) {
             s.recvs.pop();
-            finish(self, op, static_cast<int64_t>(op->provider_word));
+            finish(self, s, op, static_cast<int64_t>(op->provider_word));
         } else {
             break; // wait-all receive still short: wait for more data
         }
@@ -452,11 +464,11 @@ void handle_completion(verbs_instance& self, vsocket& s, const ibv_wc& wc) {
     operation* op = std::exchange(s.send_slot_uses[slot].op, nullptr);
     if (!receiving(s)) return;
     if (wc.status != IBV_WC_SUCCESS) {
-        if (op != nullptr) finish(self, op, -ECONNRESET);
+        if (op != nullptr) finish(self, s, op, -ECONNRESET);
         fail_connection(self, s, -ECONNRESET, connection_event::peer_reset);
         return;
     }
-    if (op != nullptr) finish(self, op, static_cast<int64_t>(op->length));
+    if (op != nullptr) finish(self, s, op, static_cast<int64_t>(op->length));
     pump_sends(self, s);
 }
 
@@ -491,12 +503,12 @@ void match_accepts(verbs_instance& self, vsocket& listener) {
         operation* op = listener.accepts.pop();
         if (handle == invalid_socket) {
             start_teardown(self, *connection);
-            finish(self, op, -EMFILE);
+            finish(self, listener, op, -EMFILE);
             continue;
         }
         connection->handle = handle;
         op->accepted = handle;
-        finish(self, op, 0);
+        finish(self, listener, op, 0);
     }
 }
 
@@ -504,7 +516,7 @@ void fail_connect(verbs_instance& self, vsocket& s, int code) {
     if (s.state != socket_state::connecting) return;
     s.state = socket_state::failed;
     s.failure = code;
-    if (operation* op = std::exchange(s.connect_op, nullptr)) finish(self, op, code);
+    if (operation* op = std::exchange(s.connect_op, nullptr)) finish(self, s, op, code);
     stop_connection(s);
 }
 
@@ -606,7 +618,7 @@ void handle_cm_event(verbs_instance& self, rdma_cm_event& event, std::vector<rdm
                 break;
             }
             s->state = socket_state::connected;
-            if (operation* op = std::exchange(s->connect_op, nullptr)) finish(self, op, 0);
+            if (operation* op = std::exchange(s->connect_op, nullptr)) finish(self, *s, op, 0);
             pump_sends(self, *s);
         } else if (s->state == socket_state::accepting) {
             s->state = socket_state::connected;
@@ -652,7 +664,7 @@ void release_device(verbs_instance& self, ibv_context* context) {
         case socket_state::closed: dead.push_back(s); continue;
         case socket_state::connecting: fail_connect(self, *s, -ENETDOWN); break;
         case socket_state::listening:
-            fail_queue(self, s->accepts, -ENETDOWN);
+            fail_queue(self, *s, s->accepts, -ENETDOWN);
             break;
         case socket_state::connected:
         case socket_state::accepting:
@@ -662,7 +674,7 @@ void release_device(verbs_instance& self, ibv_context* context) {
         }
         std::vector<operation*> pending;
         take_pending(*s, pending);
-        for (operation* op : pending) finish(self, op, -ENETDOWN);
+        for (operation* op : pending) finish(self, *s, op, -ENETDOWN);
         s->state = socket_state::failed;
         s->failure = -ENETDOWN;
         s->qp.reset();
@@ -731,7 +743,6 @@ int verbs_create(const config& settings, const upcalls& calls, provider::instanc
     return 0;
 }
 
-void deliver(verbs_instance& self, std::vector<operation*>& ops, std::vector<pending_upcall>& signals);
 
 void verbs_destroy(provider::instance* p) {
     verbs_instance* self = self_of(p);
@@ -747,7 +758,7 @@ void verbs_destroy(provider::instance* p) {
             stop_connection(*s);
         }
         for (operation* op : cancelled) op->result = -ECANCELED;
-        cancelled.insert(cancelled.end(), self->done.begin(), self->done.end());
+        for (const finished_op& f : self->done) cancelled.push_back(f.op);
         self->done.clear();
         self->signals.clear();
         self->engine->unwatch(self->events_watch);
@@ -929,10 +940,21 @@ int verbs_close(provider::instance* p, socket_handle h) {
     verbs_instance* self = self_of(p);
     if (self == nullptr) return -EINVAL;
     std::vector<operation*> cancelled;
+    std::vector<operation*> finished; // completed before close, not delivered yet
     {
-        std::lock_guard lock(self->mutex);
+        std::unique_lock lock(self->mutex);
         vsocket* s = self->table.remove(h);
         if (s == nullptr) return -ENOTSOCK;
+        // A completion routine or up-call of this socket running on another thread finishes
+        // before close returns (not when close is called from inside it).
+        self->delivered.wait(lock, [&] {
+            return self->delivering != h || self->delivering_thread == std::this_thread::get_id();
+        });
+        std::erase_if(self->done, [&](const finished_op& f) {
+            if (f.socket != h) return false;
+            finished.push_back(f.op);
+            return true;
+        });
         s->handle = invalid_socket; // no up-call for it from now on
         take_pending(*s, cancelled);
         // Connections a listener held but nobody accepted are reset.
@@ -948,6 +970,7 @@ int verbs_close(provider::instance* p, socket_handle h) {
             }
         start_teardown(*self, *s);
     }
+    for (operation* op : finished) op->complete(*op);
     for (operation* op : cancelled) {
         op->result = -ECANCELED;
         op->complete(*op);
@@ -956,15 +979,31 @@ int verbs_close(provider::instance* p, socket_handle h) {
     return 0;
 }
 
-void deliver(verbs_instance& self, std::vector<operation*>& ops, std::vector<pending_upcall>& signals) {
-    for (operation* op : ops) op->complete(*op);
+void deliver(verbs_instance& self, std::vector<finished_op>& ops, std::vector<pending_upcall>& signals) {
+    // Marks the socket as being delivered to, so that its close waits for the call. An
+    // up-call for a socket closed meanwhile is dropped; a completion never is.
+    auto begin = [&](socket_handle socket, bool completion) {
+        std::lock_guard lock(self.mutex);
+        if (!completion && self.table.find(socket) == nullptr) return false;
+        self.delivering = socket;
+        self.delivering_thread = std::this_thread::get_id();
+        return true;
+    };
+    auto end = [&] {
+        std::lock_guard lock(self.mutex);
+        self.delivering = invalid_socket;
+        self.delivered.notify_all();
+    };
+    for (const finished_op& f : ops) {
+        begin(f.socket, true);
+        f.op->complete(*f.op);
+        end();
+    }
     for (const pending_upcall& signal : signals) {
-        {
-            std::lock_guard lock(self.mutex);
-            if (self.table.find(signal.socket) == nullptr) continue; // closed meanwhile
-        }
+        if (!begin(signal.socket, false)) continue;
         if (self.calls.on_connection_event != nullptr)
             self.calls.on_connection_event(self.calls.context, signal.socket, signal.event, signal.status);
+        end();
     }
 }
 
@@ -979,7 +1018,7 @@ int verbs_progress(provider::instance* p, int timeout_ms) {
     }
     int rc = self->engine->run_once(std::chrono::milliseconds(have_work ? 0 : std::max(timeout_ms, 0)));
     if (rc < 0 && rc != -EINTR && rc != -ETIME) return rc;
-    std::vector<operation*> ops;
+    std::vector<finished_op> ops;
     std::vector<pending_upcall> signals;
     {
         std::lock_guard lock(self->mutex);
