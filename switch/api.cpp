@@ -23,6 +23,19 @@ struct wake_on_exit {
     }
 };
 
+// Keeps a socket alive while a blocking call waits on it with the lock released: another
+// thread may close it meanwhile (the call then sees its handle gone).
+struct keep_alive {
+    stream_socket& s;
+    std::unique_lock<std::mutex>& lock;
+    keep_alive(stream_socket& socket, std::unique_lock<std::mutex>& l) : s(socket), lock(l) { ++s.waiters; }
+    ~keep_alive() {
+        if (!lock.owns_lock()) lock.lock();
+        --s.waiters;
+        maybe_free(s);
+    }
+};
+
 // A deadline on the real clock for the caller's own waits (SO_RCVTIMEO, SO_SNDTIMEO).
 std::optional<time_point> deadline_after(std::chrono::milliseconds timeout) {
     if (timeout.count() <= 0) return std::nullopt;
@@ -119,6 +132,7 @@ extern "C" int sansock_accept(sansock_socket_t h, sansock_socket_t* out, struct 
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::listening) return -EINVAL;
     context& ctx = *s->ctx;
+    keep_alive alive(*s, lock);
     auto ready = [&] { return !s->ready.empty() || s->handle != h || s->state != socket_state::listening; };
     if (s->nonblocking) {
         if (!ready()) return -EWOULDBLOCK;
@@ -161,6 +175,7 @@ extern "C" int sansock_connect(sansock_socket_t h, const struct sockaddr* addres
     s->state = socket_state::connecting;
     if (s->nonblocking) return -EINPROGRESS;
     context& ctx = *s->ctx;
+    keep_alive alive(*s, lock);
     // The provider bounds resolution and connection; this bounds the whole call regardless.
     const auto limit = std::chrono::milliseconds(s->send_timeout.count() > 0 ? s->send_timeout.count() : 60000);
     if (!wait_until(ctx, lock, [&] { return s->state != socket_state::connecting || s->handle != h; },
@@ -189,6 +204,7 @@ extern "C" ssize_t sansock_send(sansock_socket_t h, const void* buffer, size_t l
     if (s->shut_write) return -EPIPE;
     if (length == 0) return 0;
     context& ctx = *s->ctx;
+    keep_alive alive(*s, lock);
     auto room = [&] {
         return s->handle != h || s->state != socket_state::connected || s->shut_write ||
                s->send_queued < s->send_buffer_limit;
@@ -220,6 +236,7 @@ extern "C" ssize_t sansock_recv(sansock_socket_t h, void* buffer, size_t length,
     if (s->state != socket_state::connected) return -ENOTCONN;
     if (s->shut_read || length == 0) return 0;
     context& ctx = *s->ctx;
+    keep_alive alive(*s, lock);
     const bool wait_all = (flags & MSG_WAITALL) != 0;
     size_t copied = 0;
     for (;;) {
@@ -376,6 +393,7 @@ extern "C" int sansock_close(sansock_socket_t h) {
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     context& ctx = *s->ctx;
+    keep_alive alive(*s, lock); // a linger wait releases the lock; freed, if at all, on return
     int result = 0;
     const bool connected = s->state == socket_state::connected;
     const bool lingering = s->linger_option.l_onoff != 0;

@@ -446,7 +446,7 @@ void check_timers(context& ctx) {
 }
 
 void maybe_free(stream_socket& s) {
-    if (s.handle != 0 || s.listener != nullptr || s.ps != 0 || s.requests_in_flight != 0) return;
+    if (s.handle != 0 || s.listener != nullptr || s.ps != 0 || s.requests_in_flight != 0 || s.waiters != 0) return;
     s.ctx->sockets.erase(&s);
 }
 

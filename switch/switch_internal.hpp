@@ -75,6 +75,7 @@ struct stream_socket {
     int pending_error = 0;             // SO_ERROR, negated errno
     int failure = 0;                   // the error every call gives once failed
     uint32_t requests_in_flight = 0;   // provider operations not completed yet
+    uint32_t waiters = 0;              // blocking calls waiting on it (they keep it alive)
 
     // Connecting.
     provider_request* connect_request = nullptr;
