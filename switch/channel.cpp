@@ -92,6 +92,20 @@ void advance_close(sansock_channel& c) {
     }
 }
 
+// Switch bug workaround: closing a switch socket while another thread is blocked in
+// sansock_recv/sansock_send on it frees the socket under that thread (switch/api.cpp). So a
+// reset first wakes such threads with a shutdown (their calls return; `cancelled` turns that
+// into -ECANCELED) and closes the socket only once no user thread is inside the switch.
+// Returns true while threads are still inside (lock held).
+bool wake_blocked_io(sansock_channel& c) {
+    if (c.sending == 0 && c.receiving == 0) return false;
+    if (!c.io_woken && c.sock != 0) {
+        c.io_woken = true;
+        sansock_shutdown(c.sock, c.sending > 0 ? SHUT_RDWR : SHUT_RD);
+    }
+    return true;
+}
+
 // Timer or abort: the close stops waiting and resets the connection.
 void force_hard(sansock_channel& c, int result) {
     c.close_result = result;
@@ -117,6 +131,10 @@ void on_close_timer(timer& t) {
 // ended, hard on time-out or abort), then waits for pending I/O to come back.
 void run_close_job(task& t, lock_t& lock) {
     auto& c = *static_cast<sansock_channel*>(t.owner);
+    if (wake_blocked_io(c)) { // posted again (advance_close) when the last one has returned
+        t.running = false;
+        return;
+    }
     const sansock_socket_t s = c.sock;
     const bool hard = c.close_hard || c.io_failed;
     c.sock = 0;
@@ -131,6 +149,12 @@ void run_close_job(task& t, lock_t& lock) {
 // Abort's deferred half, on the job thread: resets the connection.
 void run_abort_job(task& t, lock_t& lock) {
     auto& c = *static_cast<sansock_channel*>(t.owner);
+    if (wake_blocked_io(c)) { // posted again by after_io
+        c.abort_waiting = true;
+        t.running = false;
+        return;
+    }
+    c.abort_waiting = false;
     const sansock_socket_t s = c.sock;
     c.sock = 0;
     lock.unlock();
@@ -161,6 +185,8 @@ void fresh_session(sansock_channel& c) {
     c.eos_received = false;
     c.io_failed = false;
     c.cancelled = false;
+    c.io_woken = false;
+    c.abort_waiting = false;
     c.close_phase = phase::none;
     c.close_hard = false;
     c.close_result = 0;
@@ -177,6 +203,7 @@ int io_result(sansock_channel& c, int rc) {
 }
 
 void after_io(sansock_channel& c) {
+    if (c.abort_waiting && c.sending == 0 && c.receiving == 0) post_job(c.abort_job);
     if (c.shutdown_waiting && c.sending == 0) {
         c.shutdown_waiting = false;
         int rc = 0;
@@ -244,8 +271,41 @@ int complete_open(sansock_channel& c, int rc, sansock_socket_t* to_close) {
     return rc;
 }
 
+// Connects, watching for abort. Switch bug workaround: closing the socket from another thread
+// while sansock_connect blocks on it frees the socket under that thread, so the connect is
+// nonblocking and this thread polls it in slices of 50 ms, checking for abort in between; the
+// socket is closed by this thread only.
+int connect_abortable(sansock_channel& c, sansock_socket_t s, const sockaddr_in& to) {
+    int on = 1;
+    int rc = sansock_setsockopt(s, SOL_SOCKET, SANSOCK_SO_NONBLOCK, &on, sizeof on);
+    if (rc == 0) rc = sansock_connect(s, reinterpret_cast<const sockaddr*>(&to), sizeof to);
+    const auto deadline = clock::now() + std::chrono::seconds(60);
+    while (rc == -EINPROGRESS) {
+        {
+            lock_t lock(engine().mutex);
+            if (c.abort_requested) return -ECANCELED;
+        }
+        sansock_pollfd p{s, SANSOCK_POLLOUT, 0};
+        const int n = sansock_poll(&p, 1, 50);
+        if (n < 0) return n;
+        if (n > 0 && (p.revents & (SANSOCK_POLLERR | SANSOCK_POLLHUP | SANSOCK_POLLNVAL)) != 0) {
+            int error = 0;
+            socklen_t length = sizeof error;
+            rc = sansock_getsockopt(s, SOL_SOCKET, SO_ERROR, &error, &length);
+            if (rc == 0) rc = error != 0 ? -error : -ECONNREFUSED;
+        } else if (n > 0 && (p.revents & SANSOCK_POLLOUT) != 0) {
+            rc = 0;
+        } else if (clock::now() >= deadline) {
+            rc = -ETIMEDOUT;
+        }
+    }
+    int off = 0;
+    if (rc == 0) rc = sansock_setsockopt(s, SOL_SOCKET, SANSOCK_SO_NONBLOCK, &off, sizeof off);
+    return rc;
+}
+
 void run_open(sansock_channel* c, sansock_socket_t s, sockaddr_in to) {
-    const int rc = sansock_connect(s, reinterpret_cast<const sockaddr*>(&to), sizeof to);
+    const int rc = connect_abortable(*c, s, to);
     sansock_socket_t to_close = 0;
     {
         lock_t lock(engine().mutex);
@@ -326,8 +386,7 @@ void channel_abort_locked(sansock_channel& c) {
     case SANSOCK_CHANNEL_FAULTED:
     case SANSOCK_CHANNEL_CLOSED: break;
     case SANSOCK_CHANNEL_OPENING:
-        c.abort_requested = true;
-        post_job(c.abort_job); // the blocked connect returns -ECANCELED
+        c.abort_requested = true; // the connecting thread sees it within a poll slice
         break;
     case SANSOCK_CHANNEL_ACCEPTING:
         if (c.accepting_on != nullptr) listener_remove_accept(*c.accepting_on, c);
@@ -407,7 +466,7 @@ extern "C" int sansock_channel_open(sansock_channel* c, const struct sockaddr* a
         return -EINPROGRESS;
     }
     lock.unlock();
-    const int rc = sansock_connect(s, reinterpret_cast<const sockaddr*>(&to), sizeof to);
+    const int rc = connect_abortable(*c, s, to);
     lock.lock();
     sansock_socket_t to_close = 0;
     const int result = complete_open(*c, rc, &to_close);
@@ -497,7 +556,9 @@ extern "C" int sansock_channel_receive(sansock_channel* c, void* buffer, size_t 
     }
     lock.lock();
     --c->receiving;
-    if (end) {
+    if (c->cancelled) {
+        rc = -ECANCELED; // woken by an abort or a hard close
+    } else if (end) {
         c->eos_received = true;
         rc = SANSOCK_S_END;
     } else if (rc == -EMSGSIZE) {

@@ -147,6 +147,8 @@ struct sansock_channel {
     bool eos_received = false;
     bool io_failed = false;              // an I/O error was seen
     bool cancelled = false;              // abort or hard close: pending I/O reports -ECANCELED
+    bool io_woken = false;               // blocked send/receive woken by a shutdown (see wake_blocked_io)
+    bool abort_waiting = false;          // abort's reset waits for user threads to leave the switch
 
     // Closing.
     enum class phase { none, wait_sends, wait_receives, drain, final_job, finishing } close_phase = phase::none;
