@@ -23,7 +23,12 @@ scenarios = {"hard_close", "graceful_close", "graceful_to_eof", "linger_close", 
 systems = {"sansock", "rsockets", "raw-verbs", "tcp"}
 seen = {(x["scenario"], x["system"]) for x in rows}
 missing = [(s, y) for s in scenarios for y in systems if (s, y) not in seen]
-failed = [x for x in rows if not x["available"] and not x["note"].startswith("n/a")]
+# rsockets may hang in its own close (no time-out, ofiwg/librdmacm#1): reported, not a failure.
+hung = [x for x in rows if x["note"].startswith("hung:")]
+failed = [x for x in rows if not x["available"] and not x["note"].startswith("n/a")
+          and not (x["system"] == "rsockets" and x["note"].startswith("hung:"))]
+for x in hung:
+    print(f"bench-smoke: note: {x['system']} hung in {x['scenario']} {x['parameter']}", file=sys.stderr)
 bad_na = [x for x in rows if not x["available"] and x["note"].strip() in ("n/a:", "")]
 unmeasured_sansock = [x["scenario"] for x in rows if x["system"] == "sansock" and not x["available"]
                       and x["scenario"] not in ("listener_abort", "service_host_close")]

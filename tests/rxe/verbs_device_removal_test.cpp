@@ -11,6 +11,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "provider/verbs/verbs_provider.hpp"
 #include "tests/support/peer_process.hpp"
@@ -92,9 +93,15 @@ int device_holder(const std::vector<std::string>& args) {
     report("later_recv", text(ops.recv(server.instance(), accepted, &late_recv)));
     waitable_operation late_accept(operation_kind::accept);
     report("later_accept", text(ops.accept(server.instance(), listener, &late_accept)));
+    // Up-calls come after the completions in progress: wait for them, bounded.
     long down_events = 0;
-    for (const auto& e : server.events()) down_events += e.event == provider::connection_event::device_down;
-    for (const auto& e : client.events()) down_events += e.event == provider::connection_event::device_down;
+    for (int i = 0; i < 200; ++i) {
+        down_events = 0;
+        for (const auto& e : server.events()) down_events += e.event == provider::connection_event::device_down;
+        for (const auto& e : client.events()) down_events += e.event == provider::connection_event::device_down;
+        if (down_events >= 2) break;
+        std::this_thread::sleep_for(50ms);
+    }
     report("device_down_events", down_events);
     report("close", ops.close(client.instance(), connected) | ops.close(server.instance(), accepted) |
                         ops.close(server.instance(), listener));
