@@ -23,7 +23,11 @@ void for_each_active_port(Visit&& visit) {
     int count = 0;
     verbs::device_list devices(ibv_get_device_list(&count));
     if (!devices) return;
+    // SANSOCK_TEST_DEVICE (sansock-bench --device) limits the search to one device.
+    const char* wanted = std::getenv("SANSOCK_TEST_DEVICE");
     for (int d = 0; d < count; ++d) {
+        if (wanted != nullptr && *wanted != '\0' && std::strcmp(ibv_get_device_name(devices.get()[d]), wanted) != 0)
+            continue;
         verbs::device_context context(ibv_open_device(devices.get()[d]));
         if (!context) continue;
         ibv_device_attr device_attr{};

@@ -7,7 +7,8 @@
 
 namespace sansock::test {
 
-// True when at least one RDMA device has an ACTIVE port.
+// True when at least one RDMA device has an ACTIVE port. With $SANSOCK_TEST_DEVICE set, only
+// that device is considered (here and in test_address).
 bool rdma_device_present();
 
 // The IPv4 address rdma_cm tests bind and connect to: $SANSOCK_TEST_ADDR if set, else the
