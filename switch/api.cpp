@@ -442,7 +442,6 @@ extern "C" int sansock_close(sansock_socket_t h) {
     maybe_free(*s);
     lock.unlock();
     run_deferred(ctx); // the provider close and the -ECANCELED callbacks, before close returns
-    ctx.ops.wake(ctx.instance);
     return result;
 }
 

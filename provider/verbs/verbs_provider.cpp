@@ -146,6 +146,7 @@ struct vsocket {
     std::deque<received_fragment> received;
     op_queue recvs;
     std::chrono::steady_clock::time_point teardown_deadline{};
+    bool disconnect_pending = false; // closed: the peer is told by the next progress
 
     uint8_t* send_slot(uint32_t slot) { return buffer.get() + size_t(slot) * slot_size; }
     uint8_t* recv_slot(uint32_t slot) { return buffer.get() + size_t(send_slots + slot) * slot_size; }
@@ -336,7 +337,15 @@ void fail_connection(verbs_instance& self, vsocket& s, int code, connection_even
 
 void start_teardown(verbs_instance& self, vsocket& s) {
     s.state = socket_state::closed;
-    stop_connection(s);
+    // On the caller's path only the QP goes to error (every posted request flushes, nothing more
+    // is sent or received); the disconnect request to the peer (a CM exchange) is sent by the
+    // next progress, with the rest of the teardown.
+    if (s.id && s.id->qp != nullptr) {
+        ibv_qp_attr attr{};
+        attr.qp_state = IBV_QPS_ERR;
+        ibv_modify_qp(s.id->qp, &attr, IBV_QP_STATE);
+        s.disconnect_pending = true;
+    }
     s.teardown_deadline = std::chrono::steady_clock::now() + teardown_limit;
     self.closing.push_back(&s);
 }
@@ -719,6 +728,10 @@ void on_cm_events(void* context, int, uint32_t) noexcept {
 void reap_closed(verbs_instance& self) {
     const auto now = std::chrono::steady_clock::now();
     std::erase_if(self.closing, [&](vsocket* s) {
+        if (s->disconnect_pending) {
+            s->disconnect_pending = false;
+            stop_connection(*s);
+        }
         if (s->posted_sends + s->posted_recvs > 0 && now < s->teardown_deadline) return false;
         self.sockets.erase(s); // members destroy QP, CQ, MR, buffer, then the id
         return true;
