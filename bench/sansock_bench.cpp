@@ -100,7 +100,7 @@ std::vector<plan_item> plan(const options& o) {
     add(scenario::graceful_to_eof, 0, "peer EOF");
     add(scenario::linger_close, 1 << 20, "1 MiB in flight");
     for (uint64_t pending : {0, 16, 256}) add(scenario::listener_close, pending, std::to_string(pending) + " accepts");
-    add(scenario::listener_abort, 0, "");
+    for (uint64_t pending : {0, 16}) add(scenario::listener_abort, pending, std::to_string(pending) + " accepts");
     for (uint64_t channels : {1, 10, 100}) add(scenario::service_host_close, channels, std::to_string(channels) + " channels");
     add(scenario::connect_teardown, 0, "per connection");
     const std::vector<uint64_t> pings = o.short_run ? std::vector<uint64_t>{8, 4096, 65536}

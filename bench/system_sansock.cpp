@@ -9,6 +9,7 @@
 #include "bench/bench.hpp"
 #include "provider/verbs/verbs_provider.hpp"
 #include "sansock/sansock.hpp"
+#include "sansock/service.h"
 #include "switch/context_hooks.hpp"
 
 namespace sansock::bench {
@@ -278,9 +279,87 @@ int run(const request& r, measurement& out, std::string& why) {
         return 0;
     }
     case scenario::listener_abort:
+        // An open listener with `param` accepts pending (each on its own channel).
+        return repeat(r, out, why, [&]() -> double {
+            sansock_listener* l = nullptr;
+            int rc = sansock_listener_create(f.ctx.get(), nullptr, &l);
+            if (rc != 0) return rc;
+            sockaddr_in a = f.address;
+            a.sin_port = 0;
+            rc = sansock_listener_open(l, reinterpret_cast<sockaddr*>(&a), sizeof a, nullptr);
+            std::vector<sansock_channel*> channels(r.param, nullptr);
+            std::atomic<int> cancelled{0};
+            const sansock_async_context async{[](int, void* state) { static_cast<std::atomic<int>*>(state)->fetch_add(1); },
+                                              &cancelled};
+            for (auto& c : channels) {
+                if (rc == 0) rc = sansock_channel_create(f.ctx.get(), nullptr, &c);
+                if (rc == 0 && sansock_listener_accept(l, c, &async) != -EINPROGRESS) rc = -EPROTO;
+            }
+            const uint64_t t0 = now_ns();
+            const int aborted = rc == 0 ? sansock_listener_abort(l) : rc;
+            const uint64_t t1 = now_ns();
+            // Every pending accept reports its cancellation (bounded) before the objects go.
+            for (int i = 0; i < 2000 && cancelled.load() < static_cast<int>(r.param); ++i)
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            sansock_listener_close(l, nullptr);
+            sansock_listener_free(l);
+            for (auto* c : channels)
+                if (c != nullptr) sansock_channel_free(c);
+            if (aborted != 0) return aborted;
+            if (cancelled.load() != static_cast<int>(r.param)) return -EPROTO;
+            return double(t1 - t0);
+        });
     case scenario::service_host_close:
-        why = "needs the listener and service host of issue #5 (not landed yet)";
-        return -EOPNOTSUPP;
+        // A host with one non-session endpoint and `param` accepted channels: its close
+        // closes the listener and every channel (session endpoints would also wait for each
+        // client to end its session, which measures the clients, not the host).
+        return repeat(r, out, why, [&]() -> double {
+            sockaddr_in a = f.address;
+            a.sin_port = 0;
+            sansock_service_endpoint endpoint{reinterpret_cast<sockaddr*>(&a), sizeof a, SANSOCK_CHANNEL_NONSESSION};
+            std::atomic<int> accepted{0};
+            sansock_service_host_attr attr{};
+            attr.size = sizeof attr;
+            attr.close_timeout_ms = 30000;
+            attr.on_channel = [](sansock_service_host*, size_t, sansock_channel*, void* state) {
+                static_cast<std::atomic<int>*>(state)->fetch_add(1);
+            };
+            attr.state = &accepted;
+            sansock_service_host* host = nullptr;
+            int rc = sansock_service_host_create(f.ctx.get(), &endpoint, 1, &attr, &host);
+            if (rc != 0) return rc;
+            rc = sansock_service_host_open(host, nullptr);
+            sockaddr_in bound{};
+            socklen_t length = sizeof bound;
+            if (rc == 0) rc = sansock_service_host_endpoint_address(host, 0, reinterpret_cast<sockaddr*>(&bound), &length);
+            std::vector<sansock_channel*> clients(r.param, nullptr);
+            sansock_channel_attr client_attr{};
+            client_attr.size = sizeof client_attr;
+            client_attr.kind = SANSOCK_CHANNEL_NONSESSION;
+            for (auto& c : clients) {
+                if (rc == 0) rc = sansock_channel_create(f.ctx.get(), &client_attr, &c);
+                if (rc == 0) rc = sansock_channel_open(c, reinterpret_cast<sockaddr*>(&bound), length, nullptr);
+            }
+            for (int i = 0; rc == 0 && i < 30000 && accepted.load() < static_cast<int>(r.param); ++i)
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            if (rc == 0 && accepted.load() != static_cast<int>(r.param)) rc = -ETIMEDOUT;
+            uint64_t t0 = now_ns(), t1 = t0;
+            if (rc == 0) {
+                rc = sansock_service_host_close(host, nullptr);
+                t1 = now_ns();
+            } else {
+                sansock_service_host_abort(host);
+                sansock_service_host_close(host, nullptr);
+            }
+            for (auto* c : clients)
+                if (c != nullptr) {
+                    sansock_channel_abort(c);
+                    sansock_channel_close(c, nullptr);
+                    sansock_channel_free(c);
+                }
+            sansock_service_host_free(host);
+            return rc != 0 ? double(rc) : double(t1 - t0);
+        });
     }
     return -EINVAL;
 }
