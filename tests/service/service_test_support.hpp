@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Helpers of the service tests: loopback contexts on one fabric, a provider with gates (hold a
 // listen, a connect or a close, so OPENING and CLOSING can be observed), async-callback
-// recorders, watchdogs and bounded waits (copied from tests/switch/switch_test_support.hpp).
+// recorders; watchdogs and bounded waits come from tests/support/bounded_time.hpp.
 #pragma once
 
 #include <arpa/inet.h>
@@ -29,6 +29,7 @@
 #include "sansock/sansock.h"
 #include "sansock/service.h"
 #include "switch/context_hooks.hpp"
+#include "tests/support/bounded_time.hpp"
 
 namespace sansock::svctest {
 
@@ -36,103 +37,12 @@ using namespace std::chrono_literals;
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
-[[noreturn]] inline void die(const std::string& what) {
-    std::fprintf(stderr, "\nFATAL (bounded-time guard): %s\n", what.c_str());
-    std::fflush(stderr);
-    std::_Exit(3);
-}
+using sansock::test::background;
+using sansock::test::bounded;
+using sansock::test::die;
+using sansock::test::eventually;
+using sansock::test::watchdog;
 
-// Ends the process if not destroyed within `limit`: a broken implementation never hangs.
-class watchdog {
-public:
-    explicit watchdog(std::string what, milliseconds limit = 60s) : what_(std::move(what)) {
-        thread_ = std::thread([this, limit] {
-            std::unique_lock lock(mutex_);
-            if (!changed_.wait_for(lock, limit, [this] { return disarmed_; }))
-                die(what_ + ": did not finish within " + std::to_string(limit.count()) + " ms");
-        });
-    }
-    ~watchdog() {
-        {
-            std::lock_guard lock(mutex_);
-            disarmed_ = true;
-        }
-        changed_.notify_all();
-        thread_.join();
-    }
-    watchdog(const watchdog&) = delete;
-    watchdog& operator=(const watchdog&) = delete;
-
-private:
-    std::string what_;
-    std::mutex mutex_;
-    std::condition_variable changed_;
-    bool disarmed_ = false;
-    std::thread thread_;
-};
-
-// A call on its own thread; its result with a bound (the process ends past the bound).
-template <typename R>
-class background {
-public:
-    template <typename F>
-    background(std::string what, F&& call, milliseconds limit = 30s) : what_(std::move(what)), limit_(limit) {
-        thread_ = std::thread([this, call = std::forward<F>(call)]() mutable {
-            R r = call();
-            {
-                std::lock_guard lock(mutex_);
-                result_ = r;
-                finished_ = true;
-            }
-            changed_.notify_all();
-        });
-    }
-    ~background() {
-        if (!wait(limit_)) die(what_ + ": blocked too long");
-        thread_.join();
-    }
-    background(const background&) = delete;
-    background& operator=(const background&) = delete;
-    bool finished() {
-        std::lock_guard lock(mutex_);
-        return finished_;
-    }
-    bool wait(milliseconds timeout) {
-        std::unique_lock lock(mutex_);
-        return changed_.wait_for(lock, timeout, [this] { return finished_; });
-    }
-    R result() {
-        if (!wait(limit_)) die(what_ + ": blocked too long");
-        std::lock_guard lock(mutex_);
-        return result_;
-    }
-
-private:
-    std::string what_;
-    milliseconds limit_;
-    std::mutex mutex_;
-    std::condition_variable changed_;
-    bool finished_ = false;
-    R result_{};
-    std::thread thread_;
-};
-
-template <typename F>
-auto bounded(const std::string& what, F&& call, milliseconds limit = 30s) {
-    using R = decltype(call());
-    background<R> b(what, std::forward<F>(call), limit);
-    return b.result();
-}
-
-template <typename Predicate>
-bool eventually(Predicate done, milliseconds timeout = 10s) {
-    const auto deadline = steady_clock::now() + timeout;
-    while (!done()) {
-        if (steady_clock::now() >= deadline) return done();
-        std::this_thread::sleep_for(2ms);
-    }
-    return true;
-}
 
 inline void settle(milliseconds d = 100ms) { std::this_thread::sleep_for(d); }
 
