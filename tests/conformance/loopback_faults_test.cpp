@@ -139,8 +139,9 @@ TEST_CASE("Device down fails pending operations -ENETDOWN, signals device_down a
     REQUIRE(wait_until([&] {
         return recv_a.completions.load() == 1 && accept_a.completions.load() == 1 && recv_b.completions.load() == 1 &&
                hosts.side_a.count(c.client, connection_event::device_down) == 1 &&
+               hosts.side_a.count(a_listener, connection_event::device_down) == 1 &&
                hosts.side_b.count(c.server, connection_event::peer_reset) == 1;
-    }, hosts.timeout()));
+    }, hosts.timeout())); // every up-call is waited for: progress delivers them one by one
     CHECK(recv_a.result.load() == -ENETDOWN);
     CHECK(accept_a.result.load() == -ENETDOWN);
     CHECK(recv_b.result.load() == -ECONNRESET);
