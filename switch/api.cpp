@@ -511,7 +511,7 @@ extern "C" int sansock_send_async(sansock_socket_t h, const void* buffer, size_t
     send_chunk chunk;
     chunk.external = static_cast<const uint8_t*>(buffer);
     chunk.length = length;
-    chunk.op = std::make_unique<user_operation>(user_operation{user_operation::kind::send, chunk.external, nullptr, length, 0, callback, user});
+    chunk.op = std::make_unique<user_operation>(user_operation{user_operation::kind::send, nullptr, length, callback, user});
     s->send_queue.push_back(std::move(chunk));
     s->send_queued += length;
     pump_send(*s);
@@ -527,7 +527,7 @@ extern "C" int sansock_recv_async(sansock_socket_t h, void* buffer, size_t lengt
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::connected) return -ENOTCONN;
     s->async_recvs.push_back(std::make_unique<user_operation>(
-        user_operation{user_operation::kind::recv, nullptr, static_cast<uint8_t*>(buffer), length, 0, callback, user}));
+        user_operation{user_operation::kind::recv, static_cast<uint8_t*>(buffer), length, callback, user}));
     deliver_async(*s);
     return 0;
 }
@@ -541,7 +541,7 @@ extern "C" int sansock_accept_async(sansock_socket_t h, sansock_callback callbac
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::listening) return -EINVAL;
     s->async_accepts.push_back(std::make_unique<user_operation>(
-        user_operation{user_operation::kind::accept, nullptr, nullptr, 0, 0, callback, user}));
+        user_operation{user_operation::kind::accept, nullptr, 0, callback, user}));
     deliver_async(*s);
     return 0;
 }

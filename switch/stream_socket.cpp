@@ -50,7 +50,6 @@ int send_control(stream_socket& s, session::message_type type, uint32_t value) {
     session::encode(h, r->bytes.data());
     r->buffer = r->bytes.data();
     r->length = r->bytes.size();
-    r->is_fin = type == session::message_type::fin;
     return send_request(s, r);
 }
 
@@ -89,10 +88,9 @@ void protocol_violation(stream_socket& s, const std::string& reason) {
 
 // The peer's provider socket closed, or the connection was lost.
 void on_reset(stream_socket& s, int code) {
-    if (s.session.fin_received && s.fin_sent) {
+    if (s.session.fin_received && s.session.fin_sent) {
         // Both directions had ended: this is the peer's close after a graceful disconnect, not
         // an abort. What was received stays readable (then end of stream).
-        s.fin_acknowledged = true;
         s.finished = s.closing;
     } else {
         fail_socket(s, code);
@@ -149,7 +147,6 @@ void parse_frames(stream_socket& s) {
             break;
         case session::message_type::fin_ack:
             s.session.fin_ack_received = true;
-            s.fin_acknowledged = true;
             finish_graceful_if_done(s);
             break;
         }
@@ -259,7 +256,6 @@ void on_provider_event(void* c, provider::socket_handle ps, provider::connection
 }
 
 void start_connection(stream_socket& s) {
-    s.fin_sent = s.fin_acknowledged = false;
     const uint32_t window = s.window_bytes != 0 ? s.window_bytes : s.ctx->attr.window_bytes;
     s.session = {};
     s.session.our_window = window;
@@ -272,7 +268,6 @@ void start_connection(stream_socket& s) {
         hard_close(s);
         return;
     }
-    s.hello_sent = true;
     post_recv(s);
 }
 
@@ -334,8 +329,8 @@ void pump_send(stream_socket& s) {
             return;
         }
     }
-    if (s.shut_write && s.send_queue.empty() && !s.fin_sent) {
-        if (send_control(s, session::message_type::fin, 0) == 0) s.fin_sent = s.session.fin_sent = true;
+    if (s.shut_write && s.send_queue.empty() && !s.session.fin_sent) {
+        if (send_control(s, session::message_type::fin, 0) == 0) s.session.fin_sent = true;
     }
     s.ctx->changed.notify_all();
 }
@@ -424,7 +419,7 @@ void hard_close(stream_socket& s) {
 }
 
 void finish_graceful_if_done(stream_socket& s) {
-    if (s.closing && !s.finished && s.fin_acknowledged && s.session.fin_received) {
+    if (s.closing && !s.finished && s.session.fin_ack_received && s.session.fin_received) {
         s.finished = true;
         hard_close(s); // the hard close after a completed graceful disconnect finds nothing pending
     }

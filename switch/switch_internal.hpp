@@ -28,10 +28,8 @@ struct stream_socket;
 // An asynchronous operation of the user's (send_async, recv_async, accept_async).
 struct user_operation {
     enum class kind { send, recv, accept } what;
-    const uint8_t* send_data = nullptr;
     uint8_t* recv_buffer = nullptr;
     size_t length = 0;
-    size_t done = 0;
     sansock_callback callback = nullptr;
     void* user = nullptr;
 };
@@ -47,7 +45,6 @@ struct provider_request : provider::operation {
     stream_socket* owner = nullptr;
     std::vector<uint8_t> bytes;
     uint32_t data_bytes = 0;
-    bool is_fin = false;
 };
 
 // Send queue entry: bytes copied from a blocking send, or a user's async buffer.
@@ -93,9 +90,7 @@ struct stream_socket {
     size_t send_buffer_limit = 0;
     uint32_t window_bytes = 0;         // the receive window this socket advertises
     uint64_t unacknowledged = 0;       // DATA bytes given to the provider, not yet acknowledged
-    bool hello_sent = false;
-    bool shut_write = false, fin_sent = false;
-    bool fin_acknowledged = false;     // the peer's switch took our FIN (FIN_ACK)
+    bool shut_write = false;           // our FIN and FIN_ACK state lives in `session`
     session::receive_state session;
 
     // Connected: receiving.
