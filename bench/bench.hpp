@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: MIT
 // sansock-bench: the interface between the runner and each system measured (sansock,
-// rsockets, raw verbs, kernel TCP). A system measures one scenario at a time, both ends in
-// this process (a server thread), and returns per-iteration samples.
+// rsockets, raw verbs, kernel TCP). A system measures one scenario at a time in two halves:
+// the measuring half (run, in the client) and the peer half (serve: accepts, echoes, drains),
+// which runs in a thread of this process (one-process mode) or in `sansock-bench --server` on
+// another host (two-host mode). The halves talk over a control channel (class control).
 #pragma once
+
+#include <netinet/in.h>
 
 #include <cstdint>
 #include <string>
@@ -31,7 +35,7 @@ struct request {
     uint64_t param = 0;        // outstanding ops, message size, connections, ... (see above)
     int iterations = 100;      // measured samples
     int warmup = 10;           // samples taken first and dropped
-    std::string address;       // IPv4 address of the RDMA device's netdev (rdma_cm, TCP)
+    std::string address;       // this host's IPv4 address on the RDMA device's netdev
     uint64_t stream_bytes = 64u << 20; // bandwidth: bytes per sample
 };
 
@@ -44,12 +48,60 @@ struct measurement {
     double resident_bytes_per_connection = 0;   // memory scenario
 };
 
-// One measured system. `run` returns 0 with samples, -EOPNOTSUPP with `why` set when the
-// system has no equivalent of the scenario (printed as n/a with the reason), or another
-// negated errno with `why` when the measurement failed.
+// The control channel of one measurement: lines of text over a stream socket (a socketpair
+// when both halves are in this process, TCP between two hosts). Every wait is bounded.
+class control {
+public:
+    control(int fd, bool same_process); // owns fd
+    control(const control&) = delete;
+    control& operator=(const control&) = delete;
+    ~control();
+    int fd() const { return fd_; }
+    // Both halves in this process: one clock and one resident set.
+    bool same_process() const { return same_process_; }
+
+    int send(const std::string& line);
+    // The next line: 0, -ETIMEDOUT, -ECONNRESET (closed by the other end) or a negated errno.
+    int receive(std::string& line, int timeout_ms);
+    // Skips lines until one starting with `word`; the rest of it in `rest`. A `fail` line from
+    // the peer half returns -EPROTO with its text in `rest`.
+    int expect(const std::string& word, std::string& rest, int timeout_ms);
+
+    // Peer half: its listener is at `port` on its address (0: the scenario needs none).
+    int ready(const std::string& address, uint16_t port);
+    bool ready_sent() const { return ready_sent_; }
+    // Peer half: "it happened now" (end of stream read, connection closed, ...).
+    void mark();
+    // Peer half: the measuring half has ended the measurement (or vanished): stop waiting.
+    bool stopping();
+    // Peer half: progress, for the server's watchdog (a line on stdout in a server job).
+    void beat();
+    static void beats_to_stdout(bool on);
+
+    // Measuring half: the peer half's data address (from its ready line).
+    sockaddr_in peer{};
+    // Measuring half: when the peer half's next mark happened: its own clock in one process,
+    // else the moment the mark arrived here (one control-channel one-way trip later).
+    int wait_mark(uint64_t& at_ns, int timeout_ms = 30000);
+
+private:
+    int fill(int timeout_ms);
+    int fd_ = -1;
+    bool same_process_ = false;
+    bool closed_ = false;
+    bool ready_sent_ = false;
+    std::string buffer_;
+};
+
+// One measured system. `not_available` gives the reason when the system has no equivalent of
+// the scenario (printed as n/a), else nullptr. `run` (the measuring half) returns 0 with
+// samples or a negated errno with `why`; `serve` (the peer half) returns 0 or a negated errno
+// with `why`, and calls ctl.ready once it listens.
 struct system {
     const char* name;
-    int (*run)(const request& r, measurement& out, std::string& why);
+    const char* (*not_available)(const request& r);
+    int (*run)(const request& r, control& ctl, measurement& out, std::string& why);
+    int (*serve)(const request& r, control& ctl, std::string& why);
 };
 
 // Each defined in its own file: system_sansock.cpp, system_rsockets.cpp, system_verbs.cpp,
@@ -63,5 +115,7 @@ extern const system tcp_system;
 uint64_t now_ns();
 // Resident set size of this process in bytes (from /proc/self/statm).
 uint64_t resident_bytes();
+// A time-out for every wait in a peer half, sliced so it can check ctl.stopping().
+constexpr int peer_wait_ms = 30000;
 
 } // namespace sansock::bench

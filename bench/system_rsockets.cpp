@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // sansock-bench: rsockets (librdmacm's rsocket API), with its own close sequence: rshutdown
-// (SHUT_RDWR) then rclose. Both ends in this process; a thread accepts.
+// (SHUT_RDWR) then rclose. The measuring half connects to the peer half's listener (bench.hpp),
+// where a thread accepts.
 //
 // rshutdown waits for every outstanding send with no time-out, and rclose calls it, so a
 // close can block for ever (ofiwg/librdmacm#1). Each measurement therefore runs on a worker
@@ -189,27 +190,23 @@ public:
 
     const sockaddr_in& address() const { return addr_; }
 
-    // The next accepted socket (nonblocking), or a negated errno.
-    int take(rs_owner& out, std::string& why) {
-        std::unique_lock lock(mutex_);
-        if (!ready_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms),
-                                [&] { return !ready_.empty() || error_ != 0; }))
-            return fail(why, -ETIMEDOUT, "waiting for raccept");
+    // The next accepted socket (nonblocking), or a negated errno; waits at most peer_wait_ms,
+    // in slices that watch the control channel.
+    int take(control& ctl, rs_owner& out, std::string& why) {
+        for (int waited = 0;; waited += 200) {
+            ctl.beat();
+            {
+                std::unique_lock lock(mutex_); // one already there comes first
+                if (ready_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return !ready_.empty() || error_ != 0; }))
+                    break;
+            }
+            if (ctl.stopping()) return fail(why, -ECANCELED, "raccept (the measuring half ended)");
+            if (waited >= peer_wait_ms) return fail(why, -ETIMEDOUT, "waiting for raccept");
+        }
+        std::lock_guard lock(mutex_);
         if (ready_.empty()) return fail(why, error_, "raccept");
         out = std::move(ready_.front());
         ready_.pop_front();
-        return 0;
-    }
-
-    // A connected client socket (nonblocking) and its accepted peer.
-    int connect_pair(rs_owner& client, rs_owner& server, std::string& why) {
-        rs_owner c(rsocket(AF_INET, SOCK_STREAM, 0));
-        if (c.get() < 0) return fail(why, negated_errno(), "rsocket");
-        if (rconnect(c.get(), reinterpret_cast<const sockaddr*>(&addr_), sizeof addr_) != 0)
-            return fail(why, negated_errno(), "rconnect");
-        if (int rc = set_nonblocking(c.get())) return fail(why, rc, "rfcntl O_NONBLOCK");
-        if (int rc = take(server, why)) return rc;
-        client = std::move(c);
         return 0;
     }
 
@@ -251,6 +248,27 @@ private:
     std::jthread thread_; // last: stopped and joined before the rest is destroyed
 };
 
+// Measuring half: a connected socket (nonblocking) to the peer half's listener.
+int connect_peer(control& ctl, rs_owner& client, std::string& why) {
+    rs_owner c(rsocket(AF_INET, SOCK_STREAM, 0));
+    if (c.get() < 0) return fail(why, negated_errno(), "rsocket");
+    if (rconnect(c.get(), reinterpret_cast<const sockaddr*>(&ctl.peer), sizeof ctl.peer) != 0)
+        return fail(why, negated_errno(), "rconnect");
+    if (int rc = set_nonblocking(c.get())) return fail(why, rc, "rfcntl O_NONBLOCK");
+    client = std::move(c);
+    return 0;
+}
+
+// Peer half: `once` for every sample, warm-up included.
+template <typename Once>
+int peer_loop(const request& r, control& ctl, std::string& why, Once&& once) {
+    for (int i = 0; i < r.warmup + r.iterations; ++i) {
+        if (int rc = once(why)) return rc;
+        ctl.beat();
+    }
+    return 0;
+}
+
 template <typename Sample>
 int sample_loop(const request& r, measurement& out, std::string& why, Sample&& one) {
     out.samples_ns.clear();
@@ -264,53 +282,31 @@ int sample_loop(const request& r, measurement& out, std::string& why, Sample&& o
     return 0;
 }
 
-// A peer reading to end of stream on its own thread, then closing; records when EOF came.
-struct drain_peer {
-    rs_owner fd;
-    std::atomic<uint64_t> eof_ns{0};
-    int rc = 0;
-    std::jthread thread;
-    void start() {
-        thread = std::jthread([this] {
-            rc = recv_until_eof(fd.get());
-            eof_ns.store(now_ns());
-            int closed = fd.close_now();
-            if (rc == 0) rc = closed;
-        });
-    }
-    int finish() {
-        if (thread.joinable()) thread.join();
-        return rc;
-    }
-};
+// ---- measuring half ----------------------------------------------------------------------
 
-int run_close(acceptor& a, const request& r, measurement& out, std::string& why) {
+// graceful_close / graceful_to_eof / linger_close: the peer half reads to end of stream,
+// marks it and closes.
+int run_close(control& ctl, const request& r, measurement& out, std::string& why) {
     std::vector<uint8_t> payload(r.what == scenario::linger_close ? r.param : 0, 0x5a);
     return sample_loop(r, out, why, [&](double& ns, std::string& w) {
         rs_owner client;
-        drain_peer peer;
-        if (int rc = a.connect_pair(client, peer.fd, w)) return rc;
+        if (int rc = connect_peer(ctl, client, w)) return rc;
         if (r.what == scenario::linger_close) {
             linger l{1, linger_seconds};
             if (rsetsockopt(client.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l) != 0)
                 return fail(w, negated_errno(), "rsetsockopt SO_LINGER");
         }
-        peer.start();
         if (!payload.empty()) {
-            if (int rc = send_all(client.get(), payload.data(), payload.size())) {
-                client.reset();
-                peer.finish();
-                return fail(w, rc, "rsend");
-            }
+            if (int rc = send_all(client.get(), payload.data(), payload.size())) return fail(w, rc, "rsend");
         }
         const uint64_t t0 = now_ns();
         int closed = client.close_now(); // rshutdown(SHUT_RDWR) + rclose
         const uint64_t t1 = now_ns();
-        int peer_rc = peer.finish();
         if (closed) return fail(w, closed, "rclose");
-        if (peer_rc) return fail(w, peer_rc, "peer reading to end of stream");
+        uint64_t eof_ns = 0;
+        if (int rc = ctl.wait_mark(eof_ns)) return fail(w, rc, "waiting for the peer's end of stream");
         if (r.what == scenario::graceful_to_eof)
-            ns = double(std::max(t1, peer.eof_ns.load()) - t0);
+            ns = double(std::max(t1, eof_ns) - t0);
         else
             ns = double(t1 - t0);
         return 0;
@@ -337,38 +333,25 @@ int run_listener_close(const request& r, measurement& out, std::string& why) {
     });
 }
 
-int run_connect_teardown(acceptor& a, const request& r, measurement& out, std::string& why) {
+// Until the peer half has read end of stream and closed its end (its mark).
+int run_connect_teardown(control& ctl, const request& r, measurement& out, std::string& why) {
     return sample_loop(r, out, why, [&](double& ns, std::string& w) {
         const uint64_t t0 = now_ns();
-        rs_owner client, server;
-        if (int rc = a.connect_pair(client, server, w)) return rc;
+        rs_owner client;
+        if (int rc = connect_peer(ctl, client, w)) return rc;
         if (int rc = client.close_now()) return fail(w, rc, "rclose client");
-        if (int rc = recv_until_eof(server.get())) return fail(w, rc, "server reading end of stream");
-        if (int rc = server.close_now()) return fail(w, rc, "rclose server");
-        ns = double(now_ns() - t0);
+        const uint64_t t1 = now_ns();
+        uint64_t done_ns = 0;
+        if (int rc = ctl.wait_mark(done_ns)) return fail(w, rc, "waiting for the peer's close");
+        ns = double(std::max(t1, done_ns) - t0);
         return 0;
     });
 }
 
-int run_ping_pong(acceptor& a, const request& r, measurement& out, std::string& why) {
-    if (r.param == 0) return fail(why, -EINVAL, "ping_pong needs a message size");
-    rs_owner client, server;
-    if (int rc = a.connect_pair(client, server, why)) return rc;
+int run_ping_pong(control& ctl, const request& r, measurement& out, std::string& why) {
+    rs_owner client;
+    if (int rc = connect_peer(ctl, client, why)) return rc;
     const size_t n = r.param;
-    int echo_rc = 0;
-    std::jthread echo([&] {
-        std::vector<uint8_t> buffer(n);
-        for (;;) {
-            int rc = recv_exact(server.get(), buffer.data(), n);
-            if (rc == 1) break;
-            if (rc == 0) rc = send_all(server.get(), buffer.data(), n);
-            if (rc) {
-                echo_rc = rc;
-                break;
-            }
-        }
-        server.close_now();
-    });
     std::vector<uint8_t> ping(n, 0x11), pong(n);
     int rc = sample_loop(r, out, why, [&](double& ns, std::string& w) {
         const uint64_t t0 = now_ns();
@@ -380,49 +363,15 @@ int run_ping_pong(acceptor& a, const request& r, measurement& out, std::string& 
         return 0;
     });
     int closed = client.close_now();
-    echo.join();
-    if (rc == 0 && echo_rc) rc = fail(why, echo_rc, "echo peer");
     if (rc == 0 && closed) rc = fail(why, closed, "rclose");
     return rc;
 }
 
-int run_bandwidth(acceptor& a, const request& r, measurement& out, std::string& why) {
-    if (r.param == 0 || r.stream_bytes == 0) return fail(why, -EINVAL, "bandwidth needs sizes");
-    rs_owner client, server;
-    if (int rc = a.connect_pair(client, server, why)) return rc;
+int run_bandwidth(control& ctl, const request& r, measurement& out, std::string& why) {
+    rs_owner client;
+    if (int rc = connect_peer(ctl, client, why)) return rc;
     const size_t message = r.param;
     const uint64_t messages = (r.stream_bytes + message - 1) / message;
-    const uint64_t total = messages * message;
-    const int samples = r.warmup + r.iterations;
-    int sink_rc = 0;
-    std::jthread sink([&] {
-        std::vector<uint8_t> buffer(std::min<size_t>(message, 1u << 20));
-        for (int s = 0; s < samples && sink_rc == 0; ++s) {
-            uint64_t left = total;
-            while (left > 0) {
-                size_t want = size_t(std::min<uint64_t>(left, buffer.size()));
-                ssize_t k = rrecv(server.get(), buffer.data(), want, 0);
-                if (k > 0) {
-                    left -= uint64_t(k);
-                    continue;
-                }
-                if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                    if (int e = wait_rs(server.get(), POLLIN)) {
-                        sink_rc = e;
-                        break;
-                    }
-                    continue;
-                }
-                if (k < 0 && errno == EINTR) continue;
-                sink_rc = k == 0 ? -ECONNRESET : negated_errno();
-                break;
-            }
-            uint8_t ack = 1;
-            if (sink_rc == 0) sink_rc = send_all(server.get(), &ack, 1);
-        }
-        if (sink_rc == 0) sink_rc = recv_until_eof(server.get());
-        server.close_now();
-    });
     std::vector<uint8_t> payload(message, 0x33);
     int rc = sample_loop(r, out, why, [&](double& ns, std::string& w) {
         const uint64_t t0 = now_ns();
@@ -438,10 +387,8 @@ int run_bandwidth(acceptor& a, const request& r, measurement& out, std::string& 
         return 0;
     });
     int closed = client.close_now();
-    sink.join();
-    if (rc == 0 && sink_rc) rc = fail(why, sink_rc, "sink");
     if (rc == 0 && closed) rc = fail(why, closed, "rclose");
-    out.bytes_per_sample = total;
+    out.bytes_per_sample = messages * message;
     return rc;
 }
 
@@ -476,34 +423,34 @@ int registered_bytes(int fd, uint64_t& bytes) {
     return 0;
 }
 
-// Per rsocket (two per connection, both here), at rsockets' default buffer sizes.
-int run_memory(acceptor& a, const request& r, measurement& out, std::string& why) {
+// Per rsocket on this side, at rsockets' default buffer sizes; resident bytes of this process
+// (which holds both ends in one-process mode) once the peer half has accepted them all.
+int run_memory(control& ctl, const request& r, measurement& out, std::string& why) {
     if (r.param == 0) return fail(why, -EINVAL, "memory needs a connection count");
+    const double ends = double(r.param) * (ctl.same_process() ? 2 : 1);
     double registered = 0, resident = 0;
     int rc = sample_loop(r, out, why, [&](double& ns, std::string& w) {
         std::vector<rs_owner> sockets;
-        sockets.reserve(2 * r.param);
+        sockets.reserve(r.param);
         const uint64_t rss0 = resident_bytes();
         const uint64_t t0 = now_ns();
         uint64_t bytes = 0;
         for (uint64_t i = 0; i < r.param; ++i) {
-            rs_owner client, server;
-            if (int e = a.connect_pair(client, server, w)) return e;
+            rs_owner client;
+            if (int e = connect_peer(ctl, client, w)) return e;
             if (int e = registered_bytes(client.get(), bytes)) return fail(w, e, "rgetsockopt");
-            if (int e = registered_bytes(server.get(), bytes)) return fail(w, e, "rgetsockopt");
             sockets.push_back(std::move(client));
-            sockets.push_back(std::move(server));
             progress();
         }
+        uint64_t accepted = 0;
+        if (int e = ctl.wait_mark(accepted)) return fail(w, e, "waiting for the peer to accept");
         ns = double(now_ns() - t0);
         const uint64_t rss1 = resident_bytes();
-        registered = double(bytes) / double(2 * r.param);
-        resident = std::max(resident, double(rss1 > rss0 ? rss1 - rss0 : 0) / double(2 * r.param));
-        // Close: each client, then its peer after it has read end of stream.
-        for (size_t i = 0; i < sockets.size(); i += 2) {
-            sockets[i].close_now();
-            recv_until_eof(sockets[i + 1].get());
-            sockets[i + 1].close_now();
+        registered = double(bytes) / double(r.param);
+        resident = std::max(resident, double(rss1 > rss0 ? rss1 - rss0 : 0) / ends);
+        // Close each; the peer half reads end of stream on its end and closes it.
+        for (auto& s : sockets) {
+            s.close_now();
             progress();
         }
         return 0;
@@ -513,27 +460,119 @@ int run_memory(acceptor& a, const request& r, measurement& out, std::string& why
     return rc;
 }
 
-int measure(const request& r, measurement& out, std::string& why) {
+int measure(const request& r, control& ctl, measurement& out, std::string& why) {
     switch (r.what) {
     case scenario::listener_close: return run_listener_close(r, out, why);
+    case scenario::graceful_close:
+    case scenario::graceful_to_eof:
+    case scenario::linger_close: return run_close(ctl, r, out, why);
+    case scenario::connect_teardown: return run_connect_teardown(ctl, r, out, why);
+    case scenario::ping_pong:
+        if (r.param == 0) return fail(why, -EINVAL, "ping_pong needs a message size");
+        return run_ping_pong(ctl, r, out, why);
+    case scenario::bandwidth:
+        if (r.param == 0 || r.stream_bytes == 0) return fail(why, -EINVAL, "bandwidth needs sizes");
+        return run_bandwidth(ctl, r, out, why);
     case scenario::memory: {
         // Each rsocket holds two descriptors (its rdma_cm channel and its completion channel).
-        fd_limit limit(rlim_t(4 * r.param + 64));
-        acceptor a;
-        if (int rc = a.open(r.address, why)) return rc;
-        return run_memory(a, r, out, why);
+        fd_limit limit(rlim_t(2 * r.param + 64));
+        return run_memory(ctl, r, out, why);
     }
     default: break;
     }
+    why = "rsockets: unknown scenario";
+    return -EINVAL;
+}
+
+// ---- peer half -----------------------------------------------------------------------------
+
+// Reads to end of stream, marks it, closes (rshutdown + rclose, which may wait for ever).
+int drain_mark_close(rs_owner& s, control& ctl, std::string& why, bool mark_after_close) {
+    int rc = recv_until_eof(s.get());
+    if (!mark_after_close) ctl.mark();
+    int closed = s.close_now();
+    if (mark_after_close) ctl.mark();
+    if (rc) return fail(why, rc, "peer reading to end of stream");
+    return closed ? fail(why, closed, "rclose") : 0;
+}
+
+int serve(const request& r, control& ctl, std::string& why) {
+    if (r.what == scenario::listener_close) return ctl.ready(r.address, 0); // the client's own listener
+    fd_limit limit(rlim_t(2 * (r.what == scenario::memory ? r.param : 1) + 64));
     acceptor a;
     if (int rc = a.open(r.address, why)) return rc;
+    if (int rc = ctl.ready(r.address, ntohs(a.address().sin_port))) return fail(why, rc, "control channel");
     switch (r.what) {
     case scenario::graceful_close:
     case scenario::graceful_to_eof:
-    case scenario::linger_close: return run_close(a, r, out, why);
-    case scenario::connect_teardown: return run_connect_teardown(a, r, out, why);
-    case scenario::ping_pong: return run_ping_pong(a, r, out, why);
-    case scenario::bandwidth: return run_bandwidth(a, r, out, why);
+    case scenario::linger_close:
+    case scenario::connect_teardown:
+        return peer_loop(r, ctl, why, [&](std::string& w) {
+            rs_owner s;
+            if (int rc = a.take(ctl, s, w)) return rc;
+            return drain_mark_close(s, ctl, w, r.what == scenario::connect_teardown);
+        });
+    case scenario::ping_pong: {
+        rs_owner server;
+        if (int rc = a.take(ctl, server, why)) return rc;
+        std::vector<uint8_t> buffer(std::max<uint64_t>(r.param, 1));
+        for (;;) {
+            int rc = recv_exact(server.get(), buffer.data(), buffer.size());
+            if (rc == 1) break; // end of stream: the client is done
+            if (rc == 0) rc = send_all(server.get(), buffer.data(), buffer.size());
+            if (rc) return fail(why, rc, "echo");
+            ctl.beat();
+        }
+        int closed = server.close_now();
+        return closed ? fail(why, closed, "rclose") : 0;
+    }
+    case scenario::bandwidth: {
+        rs_owner server;
+        if (int rc = a.take(ctl, server, why)) return rc;
+        const size_t message = std::max<uint64_t>(r.param, 1);
+        const uint64_t total = (r.stream_bytes + message - 1) / message * message;
+        std::vector<uint8_t> buffer(std::min<size_t>(message, 1u << 20));
+        int rc = peer_loop(r, ctl, why, [&](std::string& w) {
+            uint64_t left = total;
+            while (left > 0) {
+                size_t want = size_t(std::min<uint64_t>(left, buffer.size()));
+                ssize_t k = rrecv(server.get(), buffer.data(), want, 0);
+                if (k > 0) {
+                    left -= uint64_t(k);
+                    continue;
+                }
+                if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                    if (int e = wait_rs(server.get(), POLLIN)) return fail(w, e, "sink");
+                    ctl.beat();
+                    continue;
+                }
+                if (k < 0 && errno == EINTR) continue;
+                return fail(w, k == 0 ? -ECONNRESET : negated_errno(), "sink");
+            }
+            uint8_t ack = 1;
+            if (int e = send_all(server.get(), &ack, 1)) return fail(w, e, "sink acknowledgement");
+            return 0;
+        });
+        if (rc == 0) {
+            rc = recv_until_eof(server.get());
+            if (rc) fail(why, rc, "sink reading end of stream");
+        }
+        int closed = server.close_now();
+        if (rc == 0 && closed) rc = fail(why, closed, "rclose");
+        return rc;
+    }
+    case scenario::memory: {
+        std::vector<rs_owner> sockets(r.param);
+        for (auto& s : sockets)
+            if (int rc = a.take(ctl, s, why)) return rc;
+        ctl.mark();
+        for (auto& s : sockets) {
+            recv_until_eof(s.get());
+            s.close_now();
+            ctl.beat();
+        }
+        return 0;
+    }
     default: break;
     }
     why = "rsockets: unknown scenario";
@@ -543,6 +582,7 @@ int measure(const request& r, measurement& out, std::string& why) {
 // Shared between run() and its worker; the worker may outlive run() if it hangs.
 struct run_state {
     request req;
+    control* ctl = nullptr;
     std::atomic<uint64_t> beats{0};
     std::mutex mutex;
     std::condition_variable done_cv;
@@ -552,7 +592,19 @@ struct run_state {
     measurement out;
 };
 
-int run(const request& r, measurement& out, std::string& why) {
+const char* not_available(const request& r) {
+    switch (r.what) {
+    case scenario::hard_close: return "rsockets has no hard close: SO_LINGER is stored but never used";
+    case scenario::listener_close:
+        return r.param > 0 ? "rsockets has no asynchronous accept, so no accepts can be pending" : nullptr;
+    case scenario::listener_abort: return "rsockets has no listener abort distinct from rclose";
+    case scenario::service_host_close: return "rsockets has no service host";
+    default: return nullptr;
+    }
+}
+
+// The measuring half, on a worker thread with a watchdog (see the top of this file).
+int run(const request& r, control& ctl, measurement& out, std::string& why) {
     out = measurement{};
     switch (r.what) {
     case scenario::hard_close:
@@ -575,11 +627,12 @@ int run(const request& r, measurement& out, std::string& why) {
 
     auto state = std::make_shared<run_state>();
     state->req = r;
+    state->ctl = &ctl; // a worker abandoned here dies with its process (a measuring child)
     std::thread worker([state] {
         progress_counter = &state->beats;
         measurement m;
         std::string w;
-        int rc = measure(state->req, m, w);
+        int rc = measure(state->req, *state->ctl, m, w);
         std::lock_guard lock(state->mutex);
         state->rc = rc;
         state->why = std::move(w);
@@ -616,6 +669,6 @@ int run(const request& r, measurement& out, std::string& why) {
 
 } // namespace
 
-const system rsockets_system{"rsockets", run};
+const system rsockets_system{"rsockets", not_available, run, serve};
 
 } // namespace sansock::bench

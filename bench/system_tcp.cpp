@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
-// sansock-bench: kernel TCP on the RDMA device's address, both ends in this process.
+// sansock-bench: kernel TCP on the RDMA device's address. The measuring half connects to the
+// peer half's listener (bench.hpp: in a thread of this process or on the server host).
 //
 // Every blocking call is bounded: sockets carry SO_RCVTIMEO/SO_SNDTIMEO (connect honours the
-// send time-out), accepts wait in poll with a time-out, and a linger close waits at most its
-// linger time. Helper threads (drain, echo, sink) are std::jthread and always joined.
+// send time-out), accepts wait in poll with a time-out (and watch the control channel), and a
+// linger close waits at most its linger time.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -84,16 +85,6 @@ int set_linger(int fd, int on, int seconds) {
     return setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l) == 0 ? 0 : negated_errno();
 }
 
-int wait_fd(int fd, short events, int timeout_ms) {
-    pollfd pfd{fd, events, 0};
-    for (;;) {
-        int n = poll(&pfd, 1, timeout_ms);
-        if (n > 0) return 0;
-        if (n == 0) return -ETIMEDOUT;
-        if (errno != EINTR) return negated_errno();
-    }
-}
-
 struct listener {
     fd_owner fd;
     sockaddr_in addr{}; // with the bound port
@@ -115,19 +106,33 @@ int open_listener(const std::string& address, listener& out, std::string& why) {
     return 0;
 }
 
-// One connection: client connected to the listener, server accepted; both with time-outs.
-int connect_pair(listener& l, fd_owner& client, fd_owner& server, std::string& why) {
+// Measuring half: a connection to the peer half's listener, with time-outs.
+int connect_peer(control& ctl, fd_owner& client, std::string& why) {
     fd_owner c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (c.get() < 0) return fail(why, negated_errno(), "socket");
     if (int rc = set_timeouts(c.get())) return fail(why, rc, "setsockopt");
     // connect is bounded by SO_SNDTIMEO.
-    if (connect(c.get(), reinterpret_cast<const sockaddr*>(&l.addr), sizeof l.addr) != 0)
+    if (connect(c.get(), reinterpret_cast<const sockaddr*>(&ctl.peer), sizeof ctl.peer) != 0)
         return fail(why, negated_errno(), "connect");
-    if (int rc = wait_fd(l.fd.get(), POLLIN, wait_ms)) return fail(why, rc, "waiting to accept");
+    client = std::move(c);
+    return 0;
+}
+
+// Peer half: the next connection, waiting at most peer_wait_ms (less if the measuring half
+// ends the measurement: its control line makes the control socket readable).
+int accept_peer(listener& l, control& ctl, fd_owner& server, std::string& why) {
+    pollfd p[2] = {{l.fd.get(), POLLIN, 0}, {ctl.fd(), POLLIN, 0}};
+    for (int waited = 0;; waited += 200) {
+        ctl.beat();
+        int n = poll(p, 2, 200); // a connection already there comes first
+        if (n < 0 && errno != EINTR) return fail(why, negated_errno(), "poll");
+        if (n > 0 && (p[0].revents & POLLIN)) break;
+        if (ctl.stopping()) return fail(why, -ECANCELED, "the measuring half ended");
+        if (waited >= peer_wait_ms) return fail(why, -ETIMEDOUT, "waiting to accept");
+    }
     fd_owner s(accept4(l.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
     if (s.get() < 0) return fail(why, negated_errno(), "accept");
     if (int rc = set_timeouts(s.get())) return fail(why, rc, "setsockopt");
-    client = std::move(c);
     server = std::move(s);
     return 0;
 }
@@ -189,74 +194,55 @@ int sample_loop(const request& r, measurement& out, std::string& why, Sample&& o
     return 0;
 }
 
-// A peer that reads to end of stream on its own thread, then closes; records when it saw EOF.
-struct drain_peer {
-    fd_owner fd;
-    std::atomic<uint64_t> eof_ns{0};
-    int rc = 0;
-    std::jthread thread;
-    void start() {
-        thread = std::jthread([this] {
-            rc = recv_until_eof(fd.get());
-            eof_ns.store(now_ns());
-            fd.reset();
-        });
+// Peer half: `once` for every sample (warm-up included).
+template <typename Once>
+int peer_loop(const request& r, control& ctl, std::string& why, Once&& once) {
+    for (int i = 0; i < r.warmup + r.iterations; ++i) {
+        if (int rc = once(why)) return rc;
+        ctl.beat();
     }
-    int finish() {
-        if (thread.joinable()) thread.join();
-        return rc;
-    }
-};
+    return 0;
+}
 
-// graceful_close / graceful_to_eof / linger_close: one connection per sample, the peer reading.
-int run_close(const request& r, measurement& out, std::string& why) {
-    listener l;
-    if (int rc = open_listener(r.address, l, why)) return rc;
+// ---- measuring half ----------------------------------------------------------------------
+
+// graceful_close / graceful_to_eof / linger_close: one connection per sample; the peer half
+// reads to end of stream and marks it.
+int run_close(const request& r, control& ctl, measurement& out, std::string& why) {
     std::vector<uint8_t> payload(r.what == scenario::linger_close ? r.param : 0, 0x5a);
     return sample_loop(r, out, why, [&](double& ns, std::string& w) {
         fd_owner client;
-        drain_peer peer;
-        if (int rc = connect_pair(l, client, peer.fd, w)) return rc;
+        if (int rc = connect_peer(ctl, client, w)) return rc;
         if (r.what == scenario::linger_close) {
             if (int rc = set_linger(client.get(), 1, linger_seconds))
                 return fail(w, rc, "SO_LINGER");
         }
-        peer.start();
         if (!payload.empty()) {
-            if (int rc = send_all(client.get(), payload.data(), payload.size())) {
-                client.reset();
-                peer.finish();
-                return fail(w, rc, "send");
-            }
+            if (int rc = send_all(client.get(), payload.data(), payload.size())) return fail(w, rc, "send");
         }
         const uint64_t t0 = now_ns();
         int closed = client.close_now();
         const uint64_t t1 = now_ns();
-        int peer_rc = peer.finish();
         if (closed) return fail(w, closed, "close");
-        if (peer_rc) return fail(w, peer_rc, "peer reading to end of stream");
+        uint64_t eof_ns = 0;
+        if (int rc = ctl.wait_mark(eof_ns)) return fail(w, rc, "waiting for the peer's end of stream");
         if (r.what == scenario::graceful_to_eof)
-            ns = double(std::max(t1, peer.eof_ns.load()) - t0);
+            ns = double(std::max(t1, eof_ns) - t0);
         else
             ns = double(t1 - t0);
         return 0;
     });
 }
 
-int run_hard_close(const request& r, measurement& out, std::string& why) {
-    listener l;
-    if (int rc = open_listener(r.address, l, why)) return rc;
+int run_hard_close(const request& r, control& ctl, measurement& out, std::string& why) {
     return sample_loop(r, out, why, [&](double& ns, std::string& w) {
-        fd_owner client, server;
-        if (int rc = connect_pair(l, client, server, w)) return rc;
+        fd_owner client;
+        if (int rc = connect_peer(ctl, client, w)) return rc;
         if (int rc = set_linger(client.get(), 1, 0)) return fail(w, rc, "SO_LINGER {1,0}");
         const uint64_t t0 = now_ns();
         int closed = client.close_now();
         const uint64_t t1 = now_ns();
         if (closed) return fail(w, closed, "close");
-        // The peer sees the reset (or end of stream if it raced); either way it is gone.
-        int peer_rc = recv_until_eof(server.get());
-        if (peer_rc != 0 && peer_rc != -ECONNRESET) return fail(w, peer_rc, "peer after reset");
         ns = double(t1 - t0);
         return 0;
     });
@@ -275,44 +261,26 @@ int run_listener_close(const request& r, measurement& out, std::string& why) {
     });
 }
 
-int run_connect_teardown(const request& r, measurement& out, std::string& why) {
-    listener l;
-    if (int rc = open_listener(r.address, l, why)) return rc;
+// Until the peer half has read end of stream and closed its end (its mark).
+int run_connect_teardown(const request& r, control& ctl, measurement& out, std::string& why) {
     return sample_loop(r, out, why, [&](double& ns, std::string& w) {
         const uint64_t t0 = now_ns();
-        fd_owner client, server;
-        if (int rc = connect_pair(l, client, server, w)) return rc;
+        fd_owner client;
+        if (int rc = connect_peer(ctl, client, w)) return rc;
         int closed = client.close_now();
+        const uint64_t t1 = now_ns();
         if (closed) return fail(w, closed, "close client");
-        if (int rc = recv_until_eof(server.get())) return fail(w, rc, "server reading end of stream");
-        closed = server.close_now();
-        if (closed) return fail(w, closed, "close server");
-        ns = double(now_ns() - t0);
+        uint64_t done_ns = 0;
+        if (int rc = ctl.wait_mark(done_ns)) return fail(w, rc, "waiting for the peer's close");
+        ns = double(std::max(t1, done_ns) - t0);
         return 0;
     });
 }
 
-int run_ping_pong(const request& r, measurement& out, std::string& why) {
-    if (r.param == 0) return fail(why, -EINVAL, "ping_pong needs a message size");
-    listener l;
-    if (int rc = open_listener(r.address, l, why)) return rc;
-    fd_owner client, server;
-    if (int rc = connect_pair(l, client, server, why)) return rc;
+int run_ping_pong(const request& r, control& ctl, measurement& out, std::string& why) {
+    fd_owner client;
+    if (int rc = connect_peer(ctl, client, why)) return rc;
     const size_t n = r.param;
-    int echo_rc = 0;
-    std::jthread echo([&] {
-        std::vector<uint8_t> buffer(n);
-        for (;;) {
-            int rc = recv_exact(server.get(), buffer.data(), n);
-            if (rc == 1) break; // end of stream: the client is done
-            if (rc == 0) rc = send_all(server.get(), buffer.data(), n);
-            if (rc) {
-                echo_rc = rc;
-                shutdown(server.get(), SHUT_RDWR); // unblock the client at once
-                break;
-            }
-        }
-    });
     std::vector<uint8_t> ping(n, 0x11), pong(n);
     int rc = sample_loop(r, out, why, [&](double& ns, std::string& w) {
         const uint64_t t0 = now_ns();
@@ -324,48 +292,14 @@ int run_ping_pong(const request& r, measurement& out, std::string& why) {
         return 0;
     });
     shutdown(client.get(), SHUT_WR);
-    echo.join();
-    if (rc == 0 && echo_rc) rc = fail(why, echo_rc, "echo peer");
     return rc;
 }
 
-int run_bandwidth(const request& r, measurement& out, std::string& why) {
-    if (r.param == 0 || r.stream_bytes == 0) return fail(why, -EINVAL, "bandwidth needs sizes");
-    listener l;
-    if (int rc = open_listener(r.address, l, why)) return rc;
-    fd_owner client, server;
-    if (int rc = connect_pair(l, client, server, why)) return rc;
+int run_bandwidth(const request& r, control& ctl, measurement& out, std::string& why) {
+    fd_owner client;
+    if (int rc = connect_peer(ctl, client, why)) return rc;
     const size_t message = r.param;
     const uint64_t messages = (r.stream_bytes + message - 1) / message;
-    const uint64_t total = messages * message;
-    const int samples = r.warmup + r.iterations;
-    int sink_rc = 0;
-    std::jthread sink([&] {
-        std::vector<uint8_t> buffer(std::min<size_t>(message, 1u << 20));
-        for (int s = 0; s < samples; ++s) {
-            uint64_t left = total;
-            while (left > 0) {
-                size_t want = size_t(std::min<uint64_t>(left, buffer.size()));
-                ssize_t k = recv(server.get(), buffer.data(), want, 0);
-                if (k > 0) {
-                    left -= uint64_t(k);
-                    continue;
-                }
-                if (k < 0 && errno == EINTR) continue;
-                sink_rc = k == 0 ? -ECONNRESET
-                          : (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT
-                                                                      : negated_errno();
-                shutdown(server.get(), SHUT_RDWR);
-                return;
-            }
-            uint8_t ack = 1;
-            if (int rc = send_all(server.get(), &ack, 1)) {
-                sink_rc = rc;
-                shutdown(server.get(), SHUT_RDWR);
-                return;
-            }
-        }
-    });
     std::vector<uint8_t> payload(message, 0x33);
     int rc = sample_loop(r, out, why, [&](double& ns, std::string& w) {
         const uint64_t t0 = now_ns();
@@ -378,10 +312,7 @@ int run_bandwidth(const request& r, measurement& out, std::string& why) {
         ns = double(now_ns() - t0);
         return 0;
     });
-    if (rc) shutdown(client.get(), SHUT_RDWR);
-    sink.join();
-    if (rc == 0 && sink_rc) rc = fail(why, sink_rc, "sink");
-    out.bytes_per_sample = total;
+    out.bytes_per_sample = messages * message;
     return rc;
 }
 
@@ -406,27 +337,28 @@ private:
     bool changed_ = false;
 };
 
-// Resident bytes per socket (two per connection, both here); kernel TCP registers nothing.
-int run_memory(const request& r, measurement& out, std::string& why) {
-    if (r.param == 0) return fail(why, -EINVAL, "memory needs a connection count");
+// Resident bytes per connection end, measured here once the peer half has accepted them all
+// (both ends here in one-process mode: divided by two ends per connection); kernel TCP
+// registers nothing.
+int run_memory(const request& r, control& ctl, measurement& out, std::string& why) {
     fd_limit limit(rlim_t(2 * r.param + 64));
-    listener l;
-    if (int rc = open_listener(r.address, l, why)) return rc;
+    const double ends = double(r.param) * (ctl.same_process() ? 2 : 1);
     double resident = 0;
     int rc = sample_loop(r, out, why, [&](double& ns, std::string& w) {
         std::vector<fd_owner> sockets;
-        sockets.reserve(2 * r.param);
+        sockets.reserve(r.param);
         const uint64_t rss0 = resident_bytes();
         const uint64_t t0 = now_ns();
         for (uint64_t i = 0; i < r.param; ++i) {
-            fd_owner client, server;
-            if (int e = connect_pair(l, client, server, w)) return e;
+            fd_owner client;
+            if (int e = connect_peer(ctl, client, w)) return e;
             sockets.push_back(std::move(client));
-            sockets.push_back(std::move(server));
         }
+        uint64_t accepted = 0;
+        if (int e = ctl.wait_mark(accepted)) return fail(w, e, "waiting for the peer to accept");
         ns = double(now_ns() - t0);
         const uint64_t rss1 = resident_bytes();
-        resident = std::max(resident, double(rss1 > rss0 ? rss1 - rss0 : 0) / double(2 * r.param));
+        resident = std::max(resident, double(rss1 > rss0 ? rss1 - rss0 : 0) / ends);
         return 0;
     });
     out.registered_bytes_per_connection = 0;
@@ -434,39 +366,122 @@ int run_memory(const request& r, measurement& out, std::string& why) {
     return rc;
 }
 
-int run(const request& r, measurement& out, std::string& why) {
-    out = measurement{};
+const char* not_available(const request& r) {
     switch (r.what) {
     case scenario::hard_close:
-        if (r.param > 0) {
-            why = "BSD sockets have no overlapped operations to have outstanding at close";
-            return -EOPNOTSUPP;
-        }
-        return run_hard_close(r, out, why);
+        return r.param > 0 ? "BSD sockets have no overlapped operations to have outstanding at close" : nullptr;
+    case scenario::listener_close:
+        return r.param > 0 ? "BSD sockets have no pending accept operations (only a kernel backlog)" : nullptr;
+    case scenario::listener_abort: return "BSD sockets have no listener abort distinct from close";
+    case scenario::service_host_close: return "kernel TCP has no service host";
+    default: return nullptr;
+    }
+}
+
+int run(const request& r, control& ctl, measurement& out, std::string& why) {
+    out = measurement{};
+    if ((r.what == scenario::ping_pong || r.what == scenario::bandwidth || r.what == scenario::memory) && r.param == 0)
+        return fail(why, -EINVAL, "the scenario needs a size or count");
+    switch (r.what) {
+    case scenario::hard_close: return run_hard_close(r, ctl, out, why);
+    case scenario::graceful_close:
+    case scenario::graceful_to_eof:
+    case scenario::linger_close: return run_close(r, ctl, out, why);
+    case scenario::listener_close: return run_listener_close(r, out, why);
+    case scenario::connect_teardown: return run_connect_teardown(r, ctl, out, why);
+    case scenario::ping_pong: return run_ping_pong(r, ctl, out, why);
+    case scenario::bandwidth: return run_bandwidth(r, ctl, out, why);
+    case scenario::memory: return run_memory(r, ctl, out, why);
+    default: break;
+    }
+    why = "tcp: unknown scenario";
+    return -EINVAL;
+}
+
+// ---- peer half -----------------------------------------------------------------------------
+
+int serve(const request& r, control& ctl, std::string& why) {
+    if (r.what == scenario::listener_close) return ctl.ready(r.address, 0); // the client's own listener
+    listener l;
+    if (int rc = open_listener(r.address, l, why)) return rc;
+    if (int rc = ctl.ready(r.address, ntohs(l.addr.sin_port))) return fail(why, rc, "control channel");
+    switch (r.what) {
+    case scenario::hard_close:
+        // The peer sees the reset (or end of stream if it raced); either way it is gone.
+        return peer_loop(r, ctl, why, [&](std::string& w) {
+            fd_owner server;
+            if (int rc = accept_peer(l, ctl, server, w)) return rc;
+            int rc = recv_until_eof(server.get());
+            if (rc != 0 && rc != -ECONNRESET) return fail(w, rc, "peer after reset");
+            return 0;
+        });
     case scenario::graceful_close:
     case scenario::graceful_to_eof:
     case scenario::linger_close:
-        return run_close(r, out, why);
-    case scenario::listener_close:
-        if (r.param > 0) {
-            why = "BSD sockets have no pending accept operations (only a kernel backlog)";
-            return -EOPNOTSUPP;
-        }
-        return run_listener_close(r, out, why);
-    case scenario::listener_abort:
-        why = "BSD sockets have no listener abort distinct from close";
-        return -EOPNOTSUPP;
-    case scenario::service_host_close:
-        why = "kernel TCP has no service host";
-        return -EOPNOTSUPP;
+        return peer_loop(r, ctl, why, [&](std::string& w) {
+            fd_owner server;
+            if (int rc = accept_peer(l, ctl, server, w)) return rc;
+            int rc = recv_until_eof(server.get());
+            ctl.mark();
+            if (rc) return fail(w, rc, "peer reading to end of stream");
+            return 0;
+        });
     case scenario::connect_teardown:
-        return run_connect_teardown(r, out, why);
-    case scenario::ping_pong:
-        return run_ping_pong(r, out, why);
-    case scenario::bandwidth:
-        return run_bandwidth(r, out, why);
-    case scenario::memory:
-        return run_memory(r, out, why);
+        return peer_loop(r, ctl, why, [&](std::string& w) {
+            fd_owner server;
+            if (int rc = accept_peer(l, ctl, server, w)) return rc;
+            if (int rc = recv_until_eof(server.get())) return fail(w, rc, "server reading end of stream");
+            int closed = server.close_now();
+            ctl.mark();
+            return closed ? fail(w, closed, "close server") : 0;
+        });
+    case scenario::ping_pong: {
+        fd_owner server;
+        if (int rc = accept_peer(l, ctl, server, why)) return rc;
+        std::vector<uint8_t> buffer(r.param);
+        for (;;) {
+            int rc = recv_exact(server.get(), buffer.data(), r.param);
+            if (rc == 1) return 0; // end of stream: the client is done
+            if (rc == 0) rc = send_all(server.get(), buffer.data(), r.param);
+            if (rc) return fail(why, rc, "echo");
+            ctl.beat();
+        }
+    }
+    case scenario::bandwidth: {
+        fd_owner server;
+        if (int rc = accept_peer(l, ctl, server, why)) return rc;
+        const uint64_t total = (r.stream_bytes + r.param - 1) / r.param * r.param;
+        std::vector<uint8_t> buffer(std::min<size_t>(r.param, 1u << 20));
+        return peer_loop(r, ctl, why, [&](std::string& w) {
+            uint64_t left = total;
+            while (left > 0) {
+                size_t want = size_t(std::min<uint64_t>(left, buffer.size()));
+                ssize_t k = recv(server.get(), buffer.data(), want, 0);
+                if (k > 0) {
+                    left -= uint64_t(k);
+                    continue;
+                }
+                if (k < 0 && errno == EINTR) continue;
+                return fail(w, k == 0 ? -ECONNRESET : (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT : negated_errno(),
+                            "sink");
+            }
+            uint8_t ack = 1;
+            if (int rc = send_all(server.get(), &ack, 1)) return fail(w, rc, "sink acknowledgement");
+            return 0;
+        });
+    }
+    case scenario::memory: {
+        fd_limit limit(rlim_t(r.param + 64));
+        return peer_loop(r, ctl, why, [&](std::string& w) {
+            std::vector<fd_owner> sockets(r.param);
+            for (auto& s : sockets)
+                if (int rc = accept_peer(l, ctl, s, w)) return rc;
+            ctl.mark();
+            for (auto& s : sockets) recv_until_eof(s.get()); // the client closes them all
+            return 0;
+        });
+    }
+    default: break;
     }
     why = "tcp: unknown scenario";
     return -EINVAL;
@@ -474,6 +489,6 @@ int run(const request& r, measurement& out, std::string& why) {
 
 } // namespace
 
-const system tcp_system{"tcp", run};
+const system tcp_system{"tcp", not_available, run, serve};
 
 } // namespace sansock::bench

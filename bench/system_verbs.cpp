@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// sansock-bench: the raw-verbs floor. RC queue pairs made with rdma_cm, send/receive only,
-// both ends driven from this one thread (nonblocking event channel, busy-polled CQs).
+// sansock-bench: the raw-verbs floor. RC queue pairs made with rdma_cm, send/receive only;
+// each half (bench.hpp) drives its end from one thread (nonblocking event channel, busy-polled
+// CQs).
 //
 // The figures are the least any socket layer over the same device can do: hard close is
 // QP to error plus draining the flushes, graceful close is rdma_disconnect, the data path is
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench/bench.hpp"
@@ -54,8 +56,9 @@ struct endpoint {
     uint32_t max_inline = 0;
 
     int build(ibv_pd* pd, const endpoint_config& c, std::string& why) {
+        if (pd == nullptr) return -EIO;
         if (id->verbs != pd->context)
-            return fail(why, -EXDEV, "connection on another device than the listener");
+            return fail(why, -EXDEV, "connection on another device than the first");
         buffer.assign(c.buffer_bytes, 0);
         mr.reset(ibv_reg_mr(pd, buffer.data(), buffer.size(), IBV_ACCESS_LOCAL_WRITE));
         if (int rc = checked_pointer(mr.get())) return fail(why, rc, "ibv_reg_mr");
@@ -115,20 +118,29 @@ private:
     uint64_t spins_ = 0;
 };
 
-// The listener, the event channel every id shares, and the protection domain.
+// The event channel every id of one half shares, the peer half's listener, and the
+// protection domain (the listener's device, or the first connection's).
 // Declared channel, listener, PD: destroyed PD, listener, channel.
 class fixture {
 public:
-    int open(const std::string& address, std::string& why) {
-        addr_ = {};
-        addr_.sin_family = AF_INET;
-        if (inet_pton(AF_INET, address.c_str(), &addr_.sin_addr) != 1)
-            return fail(why, -EINVAL, "bad IPv4 address '" + address + "'");
+    // The measuring half: no listener; connections go to `peer`.
+    int open_client(const sockaddr_in& peer, std::string& why) {
+        addr_ = peer;
         channel_.reset(rdma_create_event_channel());
         if (int rc = checked_pointer(channel_.get())) return fail(why, rc, "rdma_create_event_channel");
         int flags = fcntl(channel_->fd, F_GETFL);
         if (flags < 0 || fcntl(channel_->fd, F_SETFL, flags | O_NONBLOCK) < 0)
             return fail(why, -errno, "fcntl");
+        return 0;
+    }
+
+    // The peer half: a listener on `address`.
+    int open(const std::string& address, std::string& why) {
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        if (inet_pton(AF_INET, address.c_str(), &a.sin_addr) != 1)
+            return fail(why, -EINVAL, "bad IPv4 address '" + address + "'");
+        if (int rc = open_client(a, why)) return rc;
         rdma_cm_id* id = nullptr;
         if (int rc = checked(rdma_create_id(channel_.get(), &id, nullptr, RDMA_PS_TCP)))
             return fail(why, rc, "rdma_create_id");
@@ -143,12 +155,23 @@ public:
         return 0;
     }
 
-    ibv_pd* pd() const { return pd_.get(); }
+    // The protection domain on `device` (allocated with the first connection's device).
+    ibv_pd* pd(ibv_context* device, std::string& why) {
+        if (!pd_) {
+            pd_.reset(ibv_alloc_pd(device));
+            if (int rc = checked_pointer(pd_.get())) {
+                fail(why, rc, "ibv_alloc_pd");
+                return nullptr;
+            }
+        }
+        return pd_.get();
+    }
 
     // Waits for `type` on `id` (for a connect request: on the listener; *out gets the new
     // id). Events for other ids are kept for later; every event is acknowledged at once.
-    int wait(rdma_cm_id* id, rdma_cm_event_type type, std::string& why, rdma_cm_id** out = nullptr) {
-        const uint64_t end = now_ns() + wait_ns;
+    int wait(rdma_cm_id* id, rdma_cm_event_type type, std::string& why, rdma_cm_id** out = nullptr,
+             uint64_t timeout_ns = wait_ns) {
+        const uint64_t end = now_ns() + timeout_ns;
         for (;;) {
             for (size_t i = 0; i < pending_.size(); ++i) {
                 const record e = pending_[i];
@@ -220,28 +243,22 @@ private:
     std::vector<record> pending_;
 };
 
-struct connection {
-    std::unique_ptr<endpoint> client;
-    std::unique_ptr<endpoint> server;
-};
+// One end of a connection (the measuring half's, or the peer half's).
+using end_ptr = std::unique_ptr<endpoint>;
 
-// Destroys both ends now (QP, CQ, MR, id), forgetting their kept events.
-void destroy(fixture& fx, connection& c) {
-    if (c.client) fx.forget(c.client->id.get());
-    if (c.server) fx.forget(c.server->id.get());
-    c.client.reset();
-    c.server.reset();
+// Destroys one end now (QP, CQ, MR, id), forgetting its kept events.
+void destroy(fixture& fx, end_ptr& e) {
+    if (e) fx.forget(e->id.get());
+    e.reset();
 }
 
-// Full rdma_cm connect: resolve address and route, build both QPs, connect, accept,
-// ESTABLISHED on both sides. No receives are posted.
-int connect(fixture& fx, const endpoint_config& cc, const endpoint_config& sc, connection& out,
-            std::string& why) {
-    connection c;
-    c.client = std::make_unique<endpoint>();
+// Measuring half: full rdma_cm connect to the peer half's listener: resolve address and
+// route, build the QP, connect, ESTABLISHED. No receives are posted.
+int connect(fixture& fx, const endpoint_config& cc, end_ptr& out, std::string& why) {
+    end_ptr c = std::make_unique<endpoint>();
     rdma_cm_id* cid = fx.new_id(why);
     if (cid == nullptr) return -EIO;
-    c.client->id.reset(cid);
+    c->id.reset(cid);
     auto bail = [&](int rc) {
         destroy(fx, c);
         return rc;
@@ -253,32 +270,73 @@ int connect(fixture& fx, const endpoint_config& cc, const endpoint_config& sc, c
     if (int rc = checked(rdma_resolve_route(cid, wait_ms)))
         return bail(fail(why, rc, "rdma_resolve_route"));
     if (int rc = fx.wait(cid, RDMA_CM_EVENT_ROUTE_RESOLVED, why)) return bail(rc);
-    if (int rc = c.client->build(fx.pd(), cc, why)) return bail(rc);
+    if (int rc = c->build(fx.pd(cid->verbs, why), cc, why)) return bail(rc);
     rdma_conn_param param{};
     param.retry_count = 7;
     param.rnr_retry_count = 7;
     if (int rc = checked(rdma_connect(cid, &param))) return bail(fail(why, rc, "rdma_connect"));
-
-    rdma_cm_id* sid = nullptr;
-    if (int rc = fx.wait(fx.listener(), RDMA_CM_EVENT_CONNECT_REQUEST, why, &sid)) return bail(rc);
-    c.server = std::make_unique<endpoint>();
-    c.server->id.reset(sid);
-    if (int rc = c.server->build(fx.pd(), sc, why)) return bail(rc);
-    rdma_conn_param accept{};
-    accept.rnr_retry_count = 7;
-    if (int rc = checked(rdma_accept(sid, &accept))) return bail(fail(why, rc, "rdma_accept"));
-    if (int rc = fx.wait(sid, RDMA_CM_EVENT_ESTABLISHED, why)) return bail(rc);
     if (int rc = fx.wait(cid, RDMA_CM_EVENT_ESTABLISHED, why)) return bail(rc);
     out = std::move(c);
     return 0;
 }
 
-// Graceful end of a connection: the client disconnects, the server reads DISCONNECTED,
-// both are destroyed.
-int disconnect_and_destroy(fixture& fx, connection& c, std::string& why) {
-    int rc = checked(rdma_disconnect(c.client->id.get()));
+// Peer half: the next connect request (waiting at most peer_wait_ms, in slices that watch
+// the control channel), accepted with `sc`; ESTABLISHED. `before_accept` may post receives.
+template <typename Before>
+int accept_peer(fixture& fx, control& ctl, const endpoint_config& sc, end_ptr& out, std::string& why,
+                Before&& before_accept) {
+    rdma_cm_id* sid = nullptr;
+    for (int waited = 0;; waited += 200) {
+        ctl.beat();
+        std::string w;
+        int rc = fx.wait(fx.listener(), RDMA_CM_EVENT_CONNECT_REQUEST, w, &sid, 200'000'000); // first
+        if (rc == 0) break;
+        if (rc != -ETIMEDOUT) {
+            why = w;
+            return rc;
+        }
+        if (ctl.stopping()) return fail(why, -ECANCELED, "accept (the measuring half ended)");
+        if (waited >= peer_wait_ms) return fail(why, -ETIMEDOUT, "waiting for a connect request");
+    }
+    end_ptr c = std::make_unique<endpoint>();
+    c->id.reset(sid);
+    if (int rc = c->build(fx.pd(sid->verbs, why), sc, why)) {
+        destroy(fx, c);
+        return rc;
+    }
+    if (int rc = before_accept(*c)) {
+        destroy(fx, c);
+        return fail(why, rc, "ibv_post_recv");
+    }
+    rdma_conn_param accept{};
+    accept.rnr_retry_count = 7;
+    if (int rc = checked(rdma_accept(sid, &accept))) {
+        destroy(fx, c);
+        return fail(why, rc, "rdma_accept");
+    }
+    if (int rc = fx.wait(sid, RDMA_CM_EVENT_ESTABLISHED, why)) {
+        destroy(fx, c);
+        return rc;
+    }
+    out = std::move(c);
+    return 0;
+}
+
+int accept_peer(fixture& fx, control& ctl, const endpoint_config& sc, end_ptr& out, std::string& why) {
+    return accept_peer(fx, ctl, sc, out, why, [](endpoint&) { return 0; });
+}
+
+// Measuring half: graceful end of a connection (rdma_disconnect), then destroy.
+int disconnect_and_destroy(fixture& fx, end_ptr& c, std::string& why) {
+    int rc = checked(rdma_disconnect(c->id.get()));
     if (rc) rc = fail(why, rc, "rdma_disconnect");
-    else rc = fx.wait(c.server->id.get(), RDMA_CM_EVENT_DISCONNECTED, why);
+    destroy(fx, c);
+    return rc;
+}
+
+// Peer half: waits for the measuring half's disconnect, then destroys this end.
+int await_disconnect(fixture& fx, end_ptr& c, std::string& why) {
+    int rc = fx.wait(c->id.get(), RDMA_CM_EVENT_DISCONNECTED, why);
     destroy(fx, c);
     return rc;
 }
@@ -316,17 +374,56 @@ int sample_loop(const request& r, measurement& out, std::string& why, Sample&& o
     return 0;
 }
 
-int run_hard_close(fixture& fx, const request& r, measurement& out, std::string& why) {
-    if (r.param > 16384) return fail(why, -EINVAL, "too many outstanding receives");
-    const uint32_t outstanding = uint32_t(r.param);
+// Peer half: `once` for every sample, warm-up included.
+template <typename Once>
+int peer_loop(const request& r, control& ctl, std::string& why, Once&& once) {
+    for (int i = 0; i < r.warmup + r.iterations; ++i) {
+        if (int rc = once(why)) return rc;
+        ctl.beat();
+    }
+    return 0;
+}
+
+endpoint_config hard_close_config(const request& r) {
     endpoint_config cc;
-    cc.recv_depth = std::max<uint32_t>(outstanding, 1);
-    const endpoint_config sc;
+    cc.recv_depth = std::max<uint32_t>(uint32_t(r.param), 1);
+    return cc;
+}
+
+endpoint_config ping_pong_config(const request& r) {
+    endpoint_config config;
+    config.buffer_bytes = 2 * size_t(r.param); // [receive | send]
+    config.inline_bytes = 64;
+    return config;
+}
+
+constexpr uint32_t bandwidth_window = 128;   // sends posted at once (ib_send_bw's default tx depth)
+constexpr uint32_t bandwidth_receives = 256; // receives kept posted at the peer
+
+// Per endpoint: 128 KiB send + 128 KiB receive buffer in one MR, 16 receives posted, a
+// 16-deep send queue.
+endpoint_config memory_config() {
+    endpoint_config config;
+    config.buffer_bytes = 256u << 10;
+    return config;
+}
+
+int post_memory_receives(endpoint& e, const endpoint_config& config) {
+    for (uint32_t k = 0; k < config.recv_depth; ++k)
+        if (int p = e.post_recv(k, (128u << 10) + k * 8192u, 8192)) return p;
+    return 0;
+}
+
+// ---- measuring half ----------------------------------------------------------------------
+
+int run_hard_close(fixture& fx, const request& r, measurement& out, std::string& why) {
+    const uint32_t outstanding = uint32_t(r.param);
+    const endpoint_config cc = hard_close_config(r);
     return sample_loop(r, out, why, [&](double& ns, std::string& w) {
-        connection c;
-        if (int rc = connect(fx, cc, sc, c, w)) return rc;
+        end_ptr c;
+        if (int rc = connect(fx, cc, c, w)) return rc;
         for (uint32_t i = 0; i < outstanding; ++i) {
-            if (int rc = c.client->post_recv(i, 0, 64)) {
+            if (int rc = c->post_recv(i, 0, 64)) {
                 destroy(fx, c);
                 return fail(w, rc, "ibv_post_recv");
             }
@@ -334,70 +431,67 @@ int run_hard_close(fixture& fx, const request& r, measurement& out, std::string&
         const uint64_t t0 = now_ns();
         ibv_qp_attr attr{};
         attr.qp_state = IBV_QPS_ERR;
-        int rc = checked(ibv_modify_qp(c.client->qp.get(), &attr, IBV_QP_STATE));
-        if (rc == 0) rc = poll_for(c.client->cq.get(), int(outstanding), true, w, true);
+        int rc = checked(ibv_modify_qp(c->qp.get(), &attr, IBV_QP_STATE));
+        if (rc == 0) rc = poll_for(c->cq.get(), int(outstanding), true, w, true);
         else rc = fail(w, rc, "ibv_modify_qp to ERR");
         const uint64_t t1 = now_ns();
-        destroy(fx, c); // rdma_destroy_id sends the DREQ; the peer's id goes with it
+        destroy(fx, c); // rdma_destroy_id sends the DREQ
         ns = double(t1 - t0);
         return rc;
     });
 }
 
-int run_graceful(fixture& fx, const request& r, measurement& out, std::string& why) {
+// graceful_close: until rdma_disconnect returns; graceful_to_eof: until the peer half has
+// its DISCONNECTED event (its mark).
+int run_graceful(fixture& fx, control& ctl, const request& r, measurement& out, std::string& why) {
     const endpoint_config config;
     return sample_loop(r, out, why, [&](double& ns, std::string& w) {
-        connection c;
-        if (int rc = connect(fx, config, config, c, w)) return rc;
+        end_ptr c;
+        if (int rc = connect(fx, config, c, w)) return rc;
         const uint64_t t0 = now_ns();
-        int rc = checked(rdma_disconnect(c.client->id.get()));
+        int rc = checked(rdma_disconnect(c->id.get()));
         const uint64_t t1 = now_ns();
         if (rc) {
             destroy(fx, c);
             return fail(w, rc, "rdma_disconnect");
         }
-        rc = fx.wait(c.server->id.get(), RDMA_CM_EVENT_DISCONNECTED, w);
-        const uint64_t t2 = now_ns();
+        uint64_t t2 = 0;
+        rc = ctl.wait_mark(t2);
         destroy(fx, c);
-        ns = double((r.what == scenario::graceful_to_eof ? t2 : t1) - t0);
-        return rc;
+        if (rc) return fail(w, rc, "waiting for the peer's DISCONNECTED");
+        ns = double((r.what == scenario::graceful_to_eof ? std::max(t1, t2) : t1) - t0);
+        return 0;
     });
 }
 
-int run_connect_teardown(fixture& fx, const request& r, measurement& out, std::string& why) {
+// Until the peer half has its DISCONNECTED event and has destroyed its end (its mark).
+int run_connect_teardown(fixture& fx, control& ctl, const request& r, measurement& out, std::string& why) {
     const endpoint_config config;
     return sample_loop(r, out, why, [&](double& ns, std::string& w) {
         const uint64_t t0 = now_ns();
-        connection c;
-        if (int rc = connect(fx, config, config, c, w)) return rc;
+        end_ptr c;
+        if (int rc = connect(fx, config, c, w)) return rc;
         if (int rc = disconnect_and_destroy(fx, c, w)) return rc;
-        ns = double(now_ns() - t0);
+        const uint64_t t1 = now_ns();
+        uint64_t t2 = 0;
+        if (int rc = ctl.wait_mark(t2)) return fail(w, rc, "waiting for the peer's teardown");
+        ns = double(std::max(t1, t2) - t0);
         return 0;
     });
 }
 
 int run_ping_pong(fixture& fx, const request& r, measurement& out, std::string& why) {
-    if (r.param == 0 || r.param > (1u << 30)) return fail(why, -EINVAL, "bad message size");
     const uint32_t size = uint32_t(r.param);
-    endpoint_config config;
-    config.buffer_bytes = 2 * size_t(size); // [receive | send]
-    config.inline_bytes = 64;
-    connection c;
-    if (int rc = connect(fx, config, config, c, why)) return rc;
-    endpoint& client = *c.client;
-    endpoint& server = *c.server;
-    int rc = client.post_recv(1, 0, size);
-    if (rc == 0) rc = server.post_recv(1, 0, size);
-    if (rc) {
+    end_ptr c;
+    if (int rc = connect(fx, ping_pong_config(r), c, why)) return rc;
+    endpoint& client = *c;
+    if (int rc = client.post_recv(1, 0, size)) {
         destroy(fx, c);
         return fail(why, rc, "ibv_post_recv");
     }
-    rc = sample_loop(r, out, why, [&](double& ns, std::string& w) {
+    int rc = sample_loop(r, out, why, [&](double& ns, std::string& w) {
         const uint64_t t0 = now_ns();
         if (int e = client.post_send(2, size, size)) return fail(w, e, "ibv_post_send ping");
-        if (int e = poll_for(server.cq.get(), 1, true, w)) return e;
-        if (int e = server.post_recv(1, 0, size)) return fail(w, e, "ibv_post_recv");
-        if (int e = server.post_send(2, size, size)) return fail(w, e, "ibv_post_send pong");
         if (int e = poll_for(client.cq.get(), 1, true, w)) return e;
         ns = double(now_ns() - t0);
         if (int e = client.post_recv(1, 0, size)) return fail(w, e, "ibv_post_recv");
@@ -408,36 +502,24 @@ int run_ping_pong(fixture& fx, const request& r, measurement& out, std::string& 
     return rc;
 }
 
+// A sample ends when every send has completed: on RC a send completes once the peer has
+// acknowledged it, so the data is in the peer's receive buffer.
 int run_bandwidth(fixture& fx, const request& r, measurement& out, std::string& why) {
-    if (r.param == 0 || r.param > (1u << 30) || r.stream_bytes == 0)
-        return fail(why, -EINVAL, "bad message or stream size");
     const uint32_t size = uint32_t(r.param);
     const uint64_t messages = (r.stream_bytes + size - 1) / size;
-    constexpr uint32_t window = 128;      // sends posted at once (ib_send_bw's default tx depth)
-    constexpr uint32_t receives = 256;    // receives kept posted at the server
     endpoint_config cc;
-    cc.send_depth = window;
+    cc.send_depth = bandwidth_window;
     cc.buffer_bytes = size;
-    endpoint_config sc;
-    sc.recv_depth = receives;
-    sc.buffer_bytes = size; // every receive lands in the same buffer, as in ib_send_bw
-    connection c;
-    if (int rc = connect(fx, cc, sc, c, why)) return rc;
-    endpoint& client = *c.client;
-    endpoint& server = *c.server;
-    for (uint32_t i = 0; i < receives; ++i) {
-        if (int rc = server.post_recv(1, 0, size)) {
-            destroy(fx, c);
-            return fail(why, rc, "ibv_post_recv");
-        }
-    }
+    end_ptr c;
+    if (int rc = connect(fx, cc, c, why)) return rc;
+    endpoint& client = *c;
     int rc = sample_loop(r, out, why, [&](double& ns, std::string& w) {
-        uint64_t posted = 0, sent = 0, received = 0;
+        uint64_t posted = 0, sent = 0;
         deadline dl;
         ibv_wc wc[64];
         const uint64_t t0 = now_ns();
-        while (received < messages || sent < messages) {
-            while (posted < messages && posted - sent < window) {
+        while (sent < messages) {
+            while (posted < messages && posted - sent < bandwidth_window) {
                 if (int e = client.post_send(2, 0, size)) return fail(w, e, "ibv_post_send");
                 ++posted;
             }
@@ -448,15 +530,7 @@ int run_bandwidth(fixture& fx, const request& r, measurement& out, std::string& 
                     return fail(w, -EIO, std::string("send: ") + ibv_wc_status_str(wc[i].status));
                 ++sent;
             }
-            int m = ibv_poll_cq(server.cq.get(), 64, wc);
-            if (m < 0) return fail(w, -EIO, "ibv_poll_cq");
-            for (int i = 0; i < m; ++i) {
-                if (wc[i].status != IBV_WC_SUCCESS)
-                    return fail(w, -EIO, std::string("receive: ") + ibv_wc_status_str(wc[i].status));
-                ++received;
-                if (int e = server.post_recv(1, 0, size)) return fail(w, e, "ibv_post_recv");
-            }
-            if (n == 0 && m == 0 && dl.passed()) return fail(w, -ETIMEDOUT, "streaming");
+            if (n == 0 && dl.passed()) return fail(w, -ETIMEDOUT, "streaming");
         }
         ns = double(now_ns() - t0);
         return 0;
@@ -467,15 +541,15 @@ int run_bandwidth(fixture& fx, const request& r, measurement& out, std::string& 
     return rc;
 }
 
-// Per endpoint (two per connection, both here): 128 KiB send + 128 KiB receive buffer in one
-// MR, 16 receives posted, a 16-deep send queue.
-int run_memory(fixture& fx, const request& r, measurement& out, std::string& why) {
-    if (r.param == 0) return fail(why, -EINVAL, "memory needs a connection count");
-    endpoint_config config;
-    config.buffer_bytes = 256u << 10;
+// Per connection end on this side: registered bytes of this side's ends; resident bytes of
+// this process (which holds both ends in one-process mode), once the peer half has accepted
+// them all.
+int run_memory(fixture& fx, control& ctl, const request& r, measurement& out, std::string& why) {
+    const endpoint_config config = memory_config();
+    const double ends = double(r.param) * (ctl.same_process() ? 2 : 1);
     double registered = 0, resident = 0;
     int rc = sample_loop(r, out, why, [&](double& ns, std::string& w) {
-        std::vector<connection> open;
+        std::vector<end_ptr> open;
         open.reserve(r.param);
         auto close_all = [&] {
             for (auto& c : open) destroy(fx, c);
@@ -484,27 +558,28 @@ int run_memory(fixture& fx, const request& r, measurement& out, std::string& why
         const uint64_t t0 = now_ns();
         uint64_t bytes = 0;
         for (uint64_t i = 0; i < r.param; ++i) {
-            connection c;
-            if (int e = connect(fx, config, config, c, w)) {
+            end_ptr c;
+            if (int e = connect(fx, config, c, w)) {
                 close_all();
                 return e;
             }
-            for (endpoint* e : {c.client.get(), c.server.get()}) {
-                for (uint32_t k = 0; k < config.recv_depth; ++k) {
-                    if (int p = e->post_recv(k, (128u << 10) + k * 8192u, 8192)) {
-                        destroy(fx, c);
-                        close_all();
-                        return fail(w, p, "ibv_post_recv");
-                    }
-                }
-                bytes += e->mr->length;
+            if (int p = post_memory_receives(*c, config)) {
+                destroy(fx, c);
+                close_all();
+                return fail(w, p, "ibv_post_recv");
             }
+            bytes += c->mr->length;
             open.push_back(std::move(c));
+        }
+        uint64_t accepted = 0;
+        if (int e = ctl.wait_mark(accepted)) {
+            close_all();
+            return fail(w, e, "waiting for the peer to accept");
         }
         ns = double(now_ns() - t0);
         const uint64_t rss1 = resident_bytes();
-        registered = double(bytes) / double(2 * r.param);
-        resident = std::max(resident, double(rss1 > rss0 ? rss1 - rss0 : 0) / double(2 * r.param));
+        registered = double(bytes) / double(r.param);
+        resident = std::max(resident, double(rss1 > rss0 ? rss1 - rss0 : 0) / ends);
         close_all();
         return 0;
     });
@@ -513,42 +588,169 @@ int run_memory(fixture& fx, const request& r, measurement& out, std::string& why
     return rc;
 }
 
-int run(const request& r, measurement& out, std::string& why) {
-    out = measurement{};
+const char* not_available(const request& r) {
     switch (r.what) {
-    case scenario::linger_close:
-        why = "raw verbs have no linger: a graceful close is rdma_disconnect (graceful_close)";
-        return -EOPNOTSUPP;
-    case scenario::listener_close:
-        why = "raw verbs have no pending accept operations (rdma_cm only queues requests)";
-        return -EOPNOTSUPP;
-    case scenario::listener_abort:
-        why = "raw verbs have no listener abort distinct from rdma_destroy_id";
-        return -EOPNOTSUPP;
-    case scenario::service_host_close:
-        why = "raw verbs have no service host";
-        return -EOPNOTSUPP;
-    default:
-        break;
+    case scenario::linger_close: return "raw verbs have no linger: a graceful close is rdma_disconnect (graceful_close)";
+    case scenario::listener_close: return "raw verbs have no pending accept operations (rdma_cm only queues requests)";
+    case scenario::listener_abort: return "raw verbs have no listener abort distinct from rdma_destroy_id";
+    case scenario::service_host_close: return "raw verbs have no service host";
+    default: return nullptr;
     }
+}
+
+int check(const request& r, std::string& why) {
+    if (r.what == scenario::hard_close && r.param > 16384) return fail(why, -EINVAL, "too many outstanding receives");
+    if ((r.what == scenario::ping_pong || r.what == scenario::bandwidth) && (r.param == 0 || r.param > (1u << 30)))
+        return fail(why, -EINVAL, "bad message size");
+    if (r.what == scenario::bandwidth && r.stream_bytes == 0) return fail(why, -EINVAL, "bad stream size");
+    if (r.what == scenario::memory && r.param == 0) return fail(why, -EINVAL, "memory needs a connection count");
+    return 0;
+}
+
+int run(const request& r, control& ctl, measurement& out, std::string& why) {
+    out = measurement{};
+    if (int rc = check(r, why)) return rc;
     fixture fx;
-    if (int rc = fx.open(r.address, why)) return rc;
+    if (int rc = fx.open_client(ctl.peer, why)) return rc;
     switch (r.what) {
     case scenario::hard_close: return run_hard_close(fx, r, out, why);
     case scenario::graceful_close:
-    case scenario::graceful_to_eof: return run_graceful(fx, r, out, why);
-    case scenario::connect_teardown: return run_connect_teardown(fx, r, out, why);
+    case scenario::graceful_to_eof: return run_graceful(fx, ctl, r, out, why);
+    case scenario::connect_teardown: return run_connect_teardown(fx, ctl, r, out, why);
     case scenario::ping_pong: return run_ping_pong(fx, r, out, why);
     case scenario::bandwidth: return run_bandwidth(fx, r, out, why);
-    case scenario::memory: return run_memory(fx, r, out, why);
+    case scenario::memory: return run_memory(fx, ctl, r, out, why);
     default: break;
     }
     why = "raw-verbs: unknown scenario";
     return -EINVAL;
 }
 
+// ---- peer half -----------------------------------------------------------------------------
+
+int serve_scenario(fixture& fx, control& ctl, const request& r, std::string& why) {
+    switch (r.what) {
+    case scenario::hard_close: {
+        // The client's end goes to error and is destroyed; this end is destroyed when the
+        // next connection comes (or at the end).
+        end_ptr previous;
+        int rc = peer_loop(r, ctl, why, [&](std::string& w) {
+            end_ptr c;
+            if (int e = accept_peer(fx, ctl, endpoint_config{}, c, w)) return e;
+            destroy(fx, previous);
+            previous = std::move(c);
+            return 0;
+        });
+        destroy(fx, previous);
+        return rc;
+    }
+    case scenario::graceful_close:
+    case scenario::graceful_to_eof:
+    case scenario::connect_teardown:
+        return peer_loop(r, ctl, why, [&](std::string& w) {
+            end_ptr c;
+            if (int e = accept_peer(fx, ctl, endpoint_config{}, c, w)) return e;
+            int e = fx.wait(c->id.get(), RDMA_CM_EVENT_DISCONNECTED, w);
+            if (r.what == scenario::connect_teardown) destroy(fx, c);
+            ctl.mark();
+            destroy(fx, c);
+            return e;
+        });
+    case scenario::ping_pong: {
+        const uint32_t size = uint32_t(r.param);
+        end_ptr c;
+        if (int rc = accept_peer(fx, ctl, ping_pong_config(r), c, why,
+                                 [&](endpoint& e) { return e.post_recv(1, 0, size); }))
+            return rc;
+        endpoint& server = *c;
+        int rc = peer_loop(r, ctl, why, [&](std::string& w) {
+            if (int e = poll_for(server.cq.get(), 1, true, w)) return e;
+            if (int e = server.post_recv(1, 0, size)) return fail(w, e, "ibv_post_recv");
+            if (int e = server.post_send(2, size, size)) return fail(w, e, "ibv_post_send pong");
+            return 0;
+        });
+        if (rc == 0) return await_disconnect(fx, c, why);
+        destroy(fx, c);
+        return rc;
+    }
+    case scenario::bandwidth: {
+        const uint32_t size = uint32_t(r.param);
+        const uint64_t messages = (r.stream_bytes + size - 1) / size;
+        endpoint_config sc;
+        sc.recv_depth = bandwidth_receives;
+        sc.buffer_bytes = size; // every receive lands in the same buffer, as in ib_send_bw
+        end_ptr c;
+        if (int rc = accept_peer(fx, ctl, sc, c, why, [&](endpoint& e) {
+                for (uint32_t i = 0; i < bandwidth_receives; ++i)
+                    if (int p = e.post_recv(1, 0, size)) return p;
+                return 0;
+            }))
+            return rc;
+        endpoint& server = *c;
+        const uint64_t expected = messages * uint64_t(r.warmup + r.iterations);
+        uint64_t received = 0, idle_since = 0, idle_polls = 0;
+        ibv_wc wc[64];
+        int rc = 0;
+        while (received < expected && rc == 0) {
+            int m = ibv_poll_cq(server.cq.get(), 64, wc);
+            if (m < 0) rc = fail(why, -EIO, "ibv_poll_cq");
+            for (int i = 0; i < m && rc == 0; ++i) {
+                if (wc[i].status != IBV_WC_SUCCESS)
+                    rc = fail(why, -EIO, std::string("receive: ") + ibv_wc_status_str(wc[i].status));
+                else if (int e = server.post_recv(1, 0, size)) rc = fail(why, e, "ibv_post_recv");
+                if ((++received & 4095) == 0) ctl.beat();
+            }
+            if (m > 0) {
+                idle_since = 0;
+                continue;
+            }
+            // Idle: bounded by wait_ns without a completion (the clock read only now and then).
+            if (idle_since == 0) idle_since = now_ns();
+            if (++idle_polls % 1024 == 0) {
+                ctl.beat();
+                if (now_ns() - idle_since > wait_ns) rc = fail(why, -ETIMEDOUT, "streaming");
+            }
+        }
+        if (rc == 0) return await_disconnect(fx, c, why);
+        destroy(fx, c);
+        return rc;
+    }
+    case scenario::memory: {
+        const endpoint_config config = memory_config();
+        std::vector<end_ptr> open;
+        int rc = 0;
+        for (uint64_t i = 0; rc == 0 && i < r.param; ++i) {
+            end_ptr c;
+            rc = accept_peer(fx, ctl, config, c, why, [&](endpoint& e) { return post_memory_receives(e, config); });
+            if (rc == 0) open.push_back(std::move(c));
+        }
+        if (rc == 0) {
+            ctl.mark();
+            // Kept until the measuring half has measured and ended the measurement.
+            for (int waited = 0; !ctl.stopping() && waited < 10 * peer_wait_ms; waited += 100) {
+                ctl.beat();
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            }
+        }
+        for (auto& c : open) destroy(fx, c);
+        return rc;
+    }
+    default: break;
+    }
+    why = "raw-verbs: unknown scenario";
+    return -EINVAL;
+}
+
+int serve(const request& r, control& ctl, std::string& why) {
+    if (int rc = check(r, why)) return rc;
+    fixture fx;
+    if (int rc = fx.open(r.address, why)) return rc;
+    if (int rc = ctl.ready(r.address, ntohs(fx.address().sin_port))) return fail(why, rc, "control channel");
+    return serve_scenario(fx, ctl, r, why);
+}
+
 } // namespace
 
-const system verbs_system{"raw-verbs", run};
+const system verbs_system{"raw-verbs", not_available, run, serve};
 
 } // namespace sansock::bench
