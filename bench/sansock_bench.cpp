@@ -270,7 +270,9 @@ int local_job(const sansock::bench::system& sys, const request& r, measurement& 
         control ctl(sv[0], true);
         rc = client_job(ctl, sys, r, m, why);
     } // closes the measuring half's end: a peer half still waiting sees it at once
-    for (int i = 0; i < 600 && !peer->done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    // The peer half's waits end within peer_wait_ms once its control channel has closed.
+    for (int i = 0; i < peer_wait_ms / 100 + 50 && !peer->done; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
     if (peer->done) server.join();
     else server.detach(); // stuck in a library call with no time-out (rsockets' rclose): abandoned
     return rc;

@@ -474,8 +474,9 @@ int measure(const request& r, control& ctl, measurement& out, std::string& why) 
         if (r.param == 0 || r.stream_bytes == 0) return fail(why, -EINVAL, "bandwidth needs sizes");
         return run_bandwidth(ctl, r, out, why);
     case scenario::memory: {
-        // Each rsocket holds two descriptors (its rdma_cm channel and its completion channel).
-        fd_limit limit(rlim_t(2 * r.param + 64));
+        // Each rsocket holds two descriptors (its rdma_cm channel and its completion channel);
+        // in one-process mode the peer half's rsockets share this process's limit.
+        fd_limit limit(rlim_t(4 * r.param + 64));
         return run_memory(ctl, r, out, why);
     }
     default: break;
@@ -498,7 +499,7 @@ int drain_mark_close(rs_owner& s, control& ctl, std::string& why, bool mark_afte
 
 int serve(const request& r, control& ctl, std::string& why) {
     if (r.what == scenario::listener_close) return ctl.ready(r.address, 0); // the client's own listener
-    fd_limit limit(rlim_t(2 * (r.what == scenario::memory ? r.param : 1) + 64));
+    fd_limit limit(rlim_t(4 * (r.what == scenario::memory ? r.param : 1) + 64)); // as in measure()
     acceptor a;
     if (int rc = a.open(r.address, why)) return rc;
     if (int rc = ctl.ready(r.address, ntohs(a.address().sin_port))) return fail(why, rc, "control channel");

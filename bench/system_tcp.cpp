@@ -341,7 +341,7 @@ private:
 // (both ends here in one-process mode: divided by two ends per connection); kernel TCP
 // registers nothing.
 int run_memory(const request& r, control& ctl, measurement& out, std::string& why) {
-    fd_limit limit(rlim_t(2 * r.param + 64));
+    fd_limit limit(rlim_t(2 * r.param + 64)); // both ends, in one-process mode
     const double ends = double(r.param) * (ctl.same_process() ? 2 : 1);
     double resident = 0;
     int rc = sample_loop(r, out, why, [&](double& ns, std::string& w) {
@@ -471,7 +471,7 @@ int serve(const request& r, control& ctl, std::string& why) {
         });
     }
     case scenario::memory: {
-        fd_limit limit(rlim_t(r.param + 64));
+        fd_limit limit(rlim_t(2 * r.param + 64)); // both ends, in one-process mode
         return peer_loop(r, ctl, why, [&](std::string& w) {
             std::vector<fd_owner> sockets(r.param);
             for (auto& s : sockets)
