@@ -17,6 +17,7 @@ int not_supported_name(instance*, socket_handle, sockaddr*, socklen_t*) { return
 int not_supported_getsockopt(instance*, socket_handle, int, int, void*, socklen_t*) { return -EOPNOTSUPP; }
 int not_supported_setsockopt(instance*, socket_handle, int, int, const void*, socklen_t) { return -EOPNOTSUPP; }
 int not_supported_close(instance*, socket_handle) { return -EOPNOTSUPP; }
+int not_supported_progress_socket(instance*, socket_handle, uint32_t) { return -EOPNOTSUPP; }
 int not_supported_progress(instance*, int) { return -EOPNOTSUPP; }
 int not_supported_instance(instance*) { return -EOPNOTSUPP; }
 int not_supported_memory(instance*, memory_stats*) { return -EOPNOTSUPP; }
@@ -45,6 +46,7 @@ ops with_defaults(const ops& table) {
     fill(filled.setsockopt, &not_supported_setsockopt);
     fill(filled.close, &not_supported_close);
     fill(filled.progress, &not_supported_progress);
+    fill(filled.progress_socket, &not_supported_progress_socket);
     fill(filled.event_fd, &not_supported_instance);
     fill(filled.wake, &not_supported_instance);
     fill(filled.query_memory, &not_supported_memory);

@@ -58,6 +58,10 @@ struct operation {
     uint64_t provider_word = 0;
 };
 
+// Flags of progress_socket.
+inline constexpr uint32_t poll_start = 1u << 0;
+inline constexpr uint32_t poll_stop = 1u << 1;
+
 // Events that are not the completion of an operation.
 enum class connection_event : uint8_t {
     peer_reset,  // the peer closed hard or the connection was lost (status -ECONNRESET)
@@ -131,6 +135,13 @@ struct ops {
     // completions and up-calls. Returns the number delivered, or a negated errno. Concurrent
     // calls are serialised.
     int (*progress)(instance* self, int timeout_ms) = nullptr;
+    // Busy-poll support (optional): delivers what has completed on socket `s`, on the calling
+    // thread and without waiting, even while `progress` waits in another thread. A socket's
+    // completions keep their order: while another thread delivers for `s` this delivers
+    // nothing. A run of calls starts with poll_start and ends with poll_stop; in between the
+    // provider may stop waking `progress` for `s` (the caller takes its completions). Returns
+    // the number delivered, or a negated errno (-ENOTSOCK; a closed socket's run needs no stop).
+    int (*progress_socket)(instance* self, socket_handle s, uint32_t flags) = nullptr;
     // A file descriptor that polls readable when `progress` has work.
     int (*event_fd)(instance* self) = nullptr;
     // Makes a `progress` blocked in another thread return soon.

@@ -211,7 +211,7 @@ extern "C" ssize_t sansock_send(sansock_socket_t h, const void* buffer, size_t l
     };
     if (!room()) {
         if (s->nonblocking) return -EWOULDBLOCK;
-        if (!wait_until(ctx, lock, room, deadline_after(s->send_timeout))) return -EWOULDBLOCK;
+        if (!wait_until(ctx, lock, room, deadline_after(s->send_timeout), clock_kind::real, s->ps)) return -EWOULDBLOCK;
     }
     if (s->handle != h) return -ECANCELED; // closed by another thread while we waited
     if (s->state == socket_state::failed) return s->failure;
@@ -248,7 +248,7 @@ extern "C" ssize_t sansock_recv(sansock_socket_t h, void* buffer, size_t length,
             return s->handle != h || s->received_bytes > 0 || s->session.fin_received || s->shut_read ||
                    s->state != socket_state::connected;
         };
-        if (!wait_until(ctx, lock, readable, deadline_after(s->recv_timeout)))
+        if (!wait_until(ctx, lock, readable, deadline_after(s->recv_timeout), clock_kind::real, s->ps))
             return copied > 0 ? static_cast<ssize_t>(copied) : -EWOULDBLOCK;
         if (s->handle != h) return copied > 0 ? static_cast<ssize_t>(copied) : -ECANCELED;
         if (s->state == socket_state::failed) return s->failure;
@@ -413,7 +413,7 @@ extern "C" int sansock_close(sansock_socket_t h) {
                 const auto deadline = ctx.now() + std::chrono::seconds(s->linger_option.l_linger);
                 const bool sent = wait_until(
                     ctx, lock, [&] { return all_sent() || s->state != socket_state::connected || s->handle != h; },
-                    deadline, clock_kind::context);
+                    deadline, clock_kind::context, s->ps);
                 if (s->handle != h) return -ECANCELED; // closed by another thread meanwhile
                 if (!sent) {
                     release_handle(*s);

@@ -112,8 +112,45 @@ int progress_once(context& ctx, int timeout_ms) {
     return handled;
 }
 
+namespace {
+// The busy-poll phase of a wait: the caller's thread delivers the socket's completions itself.
+// True if `ready()` became true; false when the poll time ran out, the deadline passed or the
+// provider cannot poll the socket (the caller then sleeps as usual).
+bool busy_poll(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
+               std::optional<time_point> deadline, clock_kind clock, provider::socket_handle socket) {
+    const auto poll_end = std::chrono::steady_clock::now() + std::chrono::microseconds(ctx.attr.busy_poll_us);
+    bool delivered = false;
+    bool polling = false;
+    for (;;) {
+        if (ready()) break;
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= poll_end) break;
+        if (deadline && (clock == clock_kind::context ? ctx.now() : now) >= *deadline) break;
+        lock.unlock();
+        const int rc = ctx.ops.progress_socket(ctx.instance, socket, polling ? 0 : provider::poll_start);
+        lock.lock();
+        if (rc < 0) break;
+        polling = true;
+        delivered |= rc > 0;
+    }
+    if (polling) { // the provider wakes progress for this socket again
+        lock.unlock();
+        const int rc = ctx.ops.progress_socket(ctx.instance, socket, provider::poll_stop);
+        lock.lock();
+        delivered |= rc > 0;
+    }
+    const bool is_ready = ready();
+    // What those completions queued (user callbacks, closes) is run by the progress thread.
+    if (delivered && (!ctx.callbacks.empty() || !ctx.provider_closes.empty())) ctx.ops.wake(ctx.instance);
+    return is_ready;
+}
+} // namespace
+
 bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
-                std::optional<time_point> deadline, clock_kind clock) {
+                std::optional<time_point> deadline, clock_kind clock, provider::socket_handle poll_socket) {
+    if (poll_socket != provider::invalid_socket && !ctx.manual_progress && ctx.attr.busy_poll_us > 0 &&
+        busy_poll(ctx, lock, ready, deadline, clock, poll_socket))
+        return true;
     for (;;) {
         if (ready()) return true;
         const time_point now = clock == clock_kind::context ? ctx.now() : std::chrono::steady_clock::now();
@@ -145,6 +182,9 @@ int create_context(const sansock_context_attr* given, const context_hooks& hooks
     if (attr.send_slots == 0) attr.send_slots = defaults.send_slots;
     if (attr.recv_slots == 0) attr.recv_slots = defaults.recv_slots;
     if (attr.window_bytes == 0) attr.window_bytes = defaults.window_bytes;
+    if (attr.busy_poll_us == 0) attr.busy_poll_us = defaults.busy_poll_us;
+    if (attr.busy_poll_us == SANSOCK_NO_BUSY_POLL) attr.busy_poll_us = 0;
+    else if (attr.busy_poll_us > 1000000) return -EINVAL;
     if (attr.provider > SANSOCK_PROVIDER_LOOPBACK || attr.progress_mode > SANSOCK_PROGRESS_MANUAL ||
         attr.window_bytes < session::min_window || attr.window_bytes > session::max_window)
         return -EINVAL;
@@ -205,6 +245,7 @@ extern "C" void sansock_context_attr_init(struct sansock_context_attr* attr) {
     attr->send_slots = 8;
     attr->recv_slots = 8;
     attr->window_bytes = 256 * 1024;
+    attr->busy_poll_us = 50;
 }
 
 extern "C" int sansock_context_create(const struct sansock_context_attr* attr, sansock_context** out) {

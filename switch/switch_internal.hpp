@@ -138,10 +138,12 @@ void run_deferred(context& ctx);
 // Waits (lock held on entry and exit) until `ready()` or `deadline`; true if ready. Drives
 // progress itself in manual mode. Protocol time-outs (linger, graceful) are measured on the
 // context's clock, which tests may inject; the caller's own waits (poll, SO_RCVTIMEO,
-// SO_SNDTIMEO, connect) on the real one.
+// SO_SNDTIMEO, connect) on the real one. With `poll_socket`, a thread-progress context first
+// busy-polls that provider socket for attr.busy_poll_us.
 enum class clock_kind { context, real };
 bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
-                std::optional<time_point> deadline, clock_kind clock = clock_kind::real);
+                std::optional<time_point> deadline, clock_kind clock = clock_kind::real,
+                provider::socket_handle poll_socket = provider::invalid_socket);
 void log_reset(context& ctx, const stream_socket& s, const std::string& reason);
 
 // The process-wide handle registry.

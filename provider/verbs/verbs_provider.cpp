@@ -42,6 +42,8 @@ using provider::memory_stats;
 using provider::op_wait_all;
 using provider::operation;
 using provider::operation_kind;
+using provider::poll_start;
+using provider::poll_stop;
 using provider::socket_handle;
 using provider::upcalls;
 
@@ -147,6 +149,10 @@ struct vsocket {
     op_queue recvs;
     std::chrono::steady_clock::time_point teardown_deadline{};
     bool disconnect_pending = false; // closed: the peer is told by the next progress
+    // Busy polling: while callers poll this socket's CQ themselves, its completion events are
+    // not re-armed, so progress is not woken for completions the caller is about to take.
+    uint32_t busy_pollers = 0;
+    bool cq_armed = true;
 
     uint8_t* send_slot(uint32_t slot) { return buffer.get() + size_t(slot) * slot_size; }
     uint8_t* recv_slot(uint32_t slot) { return buffer.get() + size_t(send_slots + slot) * slot_size; }
@@ -177,11 +183,16 @@ struct verbs_instance {
     std::map<ibv_context*, std::unique_ptr<device_resources>> devices;
     std::vector<finished_op> done; // completions to deliver from progress
     std::vector<pending_upcall> signals;
-    // The socket whose completion routine or up-call progress is running now (0: none), so
-    // that close can wait for it: nothing of a socket runs after its close returned.
-    socket_handle delivering = invalid_socket;
-    std::thread::id delivering_thread;
-    std::condition_variable delivered;
+    // Sockets whose completions or up-calls a thread has taken out of `done`/`signals` and is
+    // delivering: one thread at a time per socket, so a socket's completions keep their order
+    // when progress and a caller's progress_socket run at once, and close can wait for them:
+    // nothing of a socket runs after its close returned.
+    struct claim {
+        std::thread::id thread;
+        uint32_t count = 0;
+    };
+    std::unordered_map<socket_handle, claim> claims;
+    std::condition_variable delivered; // a claim ended
 
     explicit verbs_instance(const config& c, const upcalls& u) : settings(c), calls(u), table(c.max_sockets) {}
 };
@@ -210,6 +221,8 @@ int validate_op(const operation* op, operation_kind kind) {
 }
 
 void on_device_completions(void* context, int fd, uint32_t revents) noexcept;
+struct vsocket;
+void drain_completions(verbs_instance& self, vsocket& s);
 
 device_resources* device_for(verbs_instance& self, ibv_context* context, int* error) {
     auto found = self.devices.find(context);
@@ -335,6 +348,15 @@ void fail_connection(verbs_instance& self, vsocket& s, int code, connection_even
     if (was_connected) signal(self, s, event, code);
 }
 
+// Events on, so progress hears of the flushes that teardown waits for; what completed while
+// they were off is taken now.
+void rearm_completions(verbs_instance& self, vsocket& s) {
+    s.busy_pollers = 0;
+    if (s.cq_armed || !s.cq) return;
+    s.cq_armed = ibv_req_notify_cq(s.cq.get(), 0) == 0;
+    drain_completions(self, s);
+}
+
 void start_teardown(verbs_instance& self, vsocket& s) {
     s.state = socket_state::closed;
     // On the caller's path only the QP goes to error (every posted request flushes, nothing more
@@ -348,6 +370,7 @@ void start_teardown(verbs_instance& self, vsocket& s) {
     }
     s.teardown_deadline = std::chrono::steady_clock::now() + teardown_limit;
     self.closing.push_back(&s);
+    rearm_completions(self, s);
 }
 
 int post_send_slot(vsocket& s, uint32_t slot, uint32_t length) {
@@ -497,6 +520,10 @@ void on_device_completions(void* context, int, uint32_t) noexcept {
     while (ibv_get_cq_event(device->channel.get(), &cq, &cq_context) == 0) {
         ibv_ack_cq_events(cq, 1);
         auto* s = static_cast<vsocket*>(cq_context);
+        if (s->busy_pollers > 0) {
+            s->cq_armed = false; // the poller re-arms it when it stops
+            continue;
+        }
         ibv_req_notify_cq(cq, 0);
         drain_completions(self, *s);
     }
@@ -958,10 +985,11 @@ int verbs_close(provider::instance* p, socket_handle h) {
         std::unique_lock lock(self->mutex);
         vsocket* s = self->table.remove(h);
         if (s == nullptr) return -ENOTSOCK;
-        // A completion routine or up-call of this socket running on another thread finishes
-        // before close returns (not when close is called from inside it).
+        // Completions or up-calls of this socket taken by another thread are delivered before
+        // close returns (not when close is called from inside one of them).
         self->delivered.wait(lock, [&] {
-            return self->delivering != h || self->delivering_thread == std::this_thread::get_id();
+            auto claim = self->claims.find(h);
+            return claim == self->claims.end() || claim->second.thread == std::this_thread::get_id();
         });
         std::erase_if(self->done, [&](const finished_op& f) {
             if (f.socket != h) return false;
@@ -992,31 +1020,58 @@ int verbs_close(provider::instance* p, socket_handle h) {
     return 0;
 }
 
-void deliver(verbs_instance& self, std::vector<finished_op>& ops, std::vector<pending_upcall>& signals) {
-    // Marks the socket as being delivered to, so that its close waits for the call. An
-    // up-call for a socket closed meanwhile is dropped; a completion never is.
-    auto begin = [&](socket_handle socket, bool completion) {
-        std::lock_guard lock(self.mutex);
-        if (!completion && self.table.find(socket) == nullptr) return false;
-        self.delivering = socket;
-        self.delivering_thread = std::this_thread::get_id();
+// Takes the completions and up-calls to deliver (of socket `only`, or of all when 0) out of
+// the instance, claiming their sockets for this thread. Those of a socket another thread is
+// delivering stay queued, for that thread or the next progress.
+void take_deliveries(verbs_instance& self, socket_handle only, std::vector<finished_op>& ops,
+                     std::vector<pending_upcall>& signals) {
+    const auto me = std::this_thread::get_id();
+    auto take = [&](socket_handle socket) {
+        if (only != invalid_socket && socket != only) return false;
+        if (socket == invalid_socket) return true; // not held by the user: nothing can close it
+        auto [claim, fresh] = self.claims.try_emplace(socket);
+        if (!fresh && claim->second.thread != me) return false;
+        claim->second.thread = me;
+        ++claim->second.count;
         return true;
     };
-    auto end = [&] {
-        std::lock_guard lock(self.mutex);
-        self.delivering = invalid_socket;
-        self.delivered.notify_all();
-    };
+    std::erase_if(self.done, [&](const finished_op& f) {
+        if (!take(f.socket)) return false;
+        ops.push_back(f);
+        return true;
+    });
+    std::erase_if(self.signals, [&](const pending_upcall& u) {
+        if (!take(u.socket)) return false;
+        signals.push_back(u);
+        return true;
+    });
+}
+
+void release_claim(verbs_instance& self, socket_handle socket) {
+    if (socket == invalid_socket) return;
+    std::lock_guard lock(self.mutex);
+    auto claim = self.claims.find(socket);
+    if (claim == self.claims.end() || --claim->second.count > 0) return;
+    self.claims.erase(claim);
+    self.delivered.notify_all();
+}
+
+// Delivers what take_deliveries took, without the instance lock. An up-call for a socket
+// closed meanwhile is dropped; a completion never is.
+void deliver(verbs_instance& self, const std::vector<finished_op>& ops, const std::vector<pending_upcall>& signals) {
     for (const finished_op& f : ops) {
-        begin(f.socket, true);
         f.op->complete(*f.op);
-        end();
+        release_claim(self, f.socket);
     }
     for (const pending_upcall& signal : signals) {
-        if (!begin(signal.socket, false)) continue;
-        if (self.calls.on_connection_event != nullptr)
+        bool open;
+        {
+            std::lock_guard lock(self.mutex);
+            open = self.table.find(signal.socket) != nullptr;
+        }
+        if (open && self.calls.on_connection_event != nullptr)
             self.calls.on_connection_event(self.calls.context, signal.socket, signal.event, signal.status);
-        end();
+        release_claim(self, signal.socket);
     }
 }
 
@@ -1036,8 +1091,28 @@ int verbs_progress(provider::instance* p, int timeout_ms) {
     {
         std::lock_guard lock(self->mutex);
         reap_closed(*self);
-        ops.swap(self->done);
-        signals.swap(self->signals);
+        take_deliveries(*self, invalid_socket, ops, signals);
+    }
+    deliver(*self, ops, signals);
+    return static_cast<int>(ops.size() + signals.size());
+}
+
+// Busy-poll support: the caller's thread polls the socket's own completion queue and delivers
+// what it finds, so a blocked call needs no hand-off from the progress thread.
+int verbs_progress_socket(provider::instance* p, socket_handle h, uint32_t flags) {
+    verbs_instance* self = self_of(p);
+    if (self == nullptr) return -EINVAL;
+    if ((flags & ~(poll_start | poll_stop)) != 0) return -EINVAL;
+    std::vector<finished_op> ops;
+    std::vector<pending_upcall> signals;
+    {
+        std::lock_guard lock(self->mutex);
+        vsocket* s = find(*self, h);
+        if (s == nullptr) return -ENOTSOCK;
+        if (flags & poll_start) ++s->busy_pollers;
+        if (s->cq) drain_completions(*self, *s);
+        if ((flags & poll_stop) && s->busy_pollers > 0 && --s->busy_pollers == 0) rearm_completions(*self, *s);
+        take_deliveries(*self, h, ops, signals);
     }
     deliver(*self, ops, signals);
     return static_cast<int>(ops.size() + signals.size());
@@ -1087,6 +1162,7 @@ const provider::ops verbs_ops = provider::with_defaults({
     .setsockopt = verbs_setsockopt,
     .close = verbs_close,
     .progress = verbs_progress,
+    .progress_socket = verbs_progress_socket,
     .event_fd = verbs_event_fd,
     .wake = verbs_wake,
     .query_memory = verbs_query_memory,

@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <thread>
 #include <memory>
@@ -151,6 +152,82 @@ TEST_CASE("Verbs provider: connect, stream 4 MiB intact, and a hard close resets
     CHECK(events[0].event == provider::connection_event::peer_reset);
     CHECK(client.events().empty());
     CHECK(server.ops().close(server.instance(), c.server) == 0);
+    CHECK(server.ops().close(server.instance(), l.handle) == 0);
+}
+
+namespace {
+// A receive that records the thread its completion routine ran on.
+struct thread_recording_recv : waitable_operation {
+    std::atomic<std::thread::id> completed_on{};
+    uint8_t bytes[64]{};
+    thread_recording_recv() : waitable_operation(operation_kind::recv) {
+        buffer = bytes;
+        length = sizeof bytes;
+        user = this;
+        complete = [](provider::operation& op) noexcept {
+            auto& self = *static_cast<thread_recording_recv*>(op.user);
+            self.completed_on = std::this_thread::get_id();
+            std::lock_guard lock(self.mutex);
+            ++self.completions;
+            self.changed.notify_all();
+        };
+    }
+};
+
+void send_bytes(provider_harness& h, socket_handle s, const char* text) {
+    waitable_operation op(operation_kind::send);
+    op.buffer = const_cast<char*>(text);
+    op.length = std::strlen(text);
+    REQUIRE(h.ops().send(h.instance(), s, &op) == 0);
+    REQUIRE(op.wait(op_timeout));
+    REQUIRE(op.result == static_cast<int64_t>(op.length));
+}
+} // namespace
+
+TEST_CASE("Verbs provider: progress_socket delivers on the polling thread, and progress hears of the socket again after poll_stop") {
+    const std::string address = test_address();
+    provider_harness server(verbs::verbs_ops, {});
+    provider_harness client(verbs::verbs_ops, {});
+    REQUIRE(server.status() == 0);
+    REQUIRE(client.status() == 0);
+    listener l = open_listener(server, address);
+    connection c = connect_pair(server, client, l, address);
+    CHECK(server.ops().progress_socket(server.instance(), c.server, 1u << 7) == -EINVAL);
+    CHECK(server.ops().progress_socket(server.instance(), c.server + (1ull << 32), 0) == -ENOTSOCK);
+
+    // While polled, the receive completes on this thread, not the harness's progress thread
+    // (whose events for the socket are held back until poll_stop).
+    thread_recording_recv polled;
+    REQUIRE(server.ops().recv(server.instance(), c.server, &polled) == 0);
+    REQUIRE(server.ops().progress_socket(server.instance(), c.server, provider::poll_start) >= 0);
+    send_bytes(client, c.client, "polled");
+    const auto deadline = std::chrono::steady_clock::now() + op_timeout;
+    while (polled.completed() == 0 && std::chrono::steady_clock::now() < deadline)
+        REQUIRE(server.ops().progress_socket(server.instance(), c.server, 0) >= 0);
+    REQUIRE(polled.completed() == 1);
+    CHECK(polled.completed_on.load() == std::this_thread::get_id());
+    CHECK(polled.result == 6);
+    CHECK(std::string(reinterpret_cast<char*>(polled.bytes), 6) == "polled");
+    REQUIRE(server.ops().progress_socket(server.instance(), c.server, provider::poll_stop) >= 0);
+
+    // After poll_stop the CQ is armed again: the next receive is delivered by progress alone.
+    thread_recording_recv progressed;
+    REQUIRE(server.ops().recv(server.instance(), c.server, &progressed) == 0);
+    send_bytes(client, c.client, "progressed");
+    REQUIRE(progressed.wait(std::chrono::milliseconds(10000)));
+    CHECK(progressed.completed_on.load() != std::this_thread::get_id());
+    CHECK(progressed.result == 10);
+    CHECK(std::string(reinterpret_cast<char*>(progressed.bytes), 10) == "progressed");
+
+    // A socket closed while polled needs no poll_stop: its teardown re-arms and flushes.
+    thread_recording_recv cancelled;
+    REQUIRE(server.ops().recv(server.instance(), c.server, &cancelled) == 0);
+    REQUIRE(server.ops().progress_socket(server.instance(), c.server, provider::poll_start) >= 0);
+    REQUIRE(server.ops().close(server.instance(), c.server) == 0);
+    CHECK(cancelled.completed() == 1);
+    CHECK(cancelled.result == -ECANCELED);
+    CHECK(server.ops().progress_socket(server.instance(), c.server, provider::poll_stop) == -ENOTSOCK);
+    CHECK(client.ops().close(client.instance(), c.client) == 0);
     CHECK(server.ops().close(server.instance(), l.handle) == 0);
 }
 

@@ -174,5 +174,22 @@ TEST_CASE("Destroying a context with graceful closes pending against a frozen pe
     CHECK(wait_for_recv_error(d.server) == -ECONNRESET);
 }
 
+TEST_CASE("busy_poll_us: at most one second of polling, SANSOCK_NO_BUSY_POLL turns it off") {
+    sansock_context_attr attr;
+    sansock_context_attr_init(&attr);
+    CHECK(attr.busy_poll_us == 50);
+    attr.provider = SANSOCK_PROVIDER_LOOPBACK;
+    sansock_context* ctx = nullptr;
+    attr.busy_poll_us = 1000001;
+    CHECK(sansock_context_create(&attr, &ctx) == -EINVAL);
+    CHECK(ctx == nullptr);
+    for (uint32_t value : {1000000u, SANSOCK_NO_BUSY_POLL, 0u}) {
+        attr.busy_poll_us = value;
+        REQUIRE(sansock_context_create(&attr, &ctx) == 0);
+        CHECK(sansock_context_destroy(ctx) == 0);
+        ctx = nullptr;
+    }
+}
+
 } // namespace
 } // namespace sansock::switchtest
