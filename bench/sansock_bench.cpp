@@ -628,7 +628,8 @@ int server_hello(const std::string& host, uint16_t port, host_info& out, std::st
     int rc = ctl.send("hello");
     if (rc == 0) rc = ctl.expect("info", rest, 10000);
     if (rc != 0) {
-        why = "the server at " + host + ":" + std::to_string(port) + " did not answer: " + strerror(-rc);
+        why = "the server at " + host + ":" + std::to_string(port) + " did not answer: " + strerror(-rc) + " (errno " +
+              std::to_string(-rc) + "); is `sansock-bench --server` running there?";
         return rc;
     }
     out = host_info::parse(rest);
