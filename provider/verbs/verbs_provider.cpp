@@ -359,15 +359,12 @@ void rearm_completions(verbs_instance& self, vsocket& s) {
 
 void start_teardown(verbs_instance& self, vsocket& s) {
     s.state = socket_state::closed;
-    // On the caller's path only the QP goes to error (every posted request flushes, nothing more
-    // is sent or received); the disconnect request to the peer (a CM exchange) is sent by the
-    // next progress, with the rest of the teardown.
-    if (s.id && s.id->qp != nullptr) {
-        ibv_qp_attr attr{};
-        attr.qp_state = IBV_QPS_ERR;
-        ibv_modify_qp(s.id->qp, &attr, IBV_QP_STATE);
-        s.disconnect_pending = true;
-    }
+    // Nothing on the caller's path touches the device: every buffer posted to the QP is one of
+    // our own registered slots, never the user's, so the pending operations can be cancelled
+    // at once. The next progress (woken by close) moves the QP to error and sends the
+    // disconnect request (rdma_disconnect); what arrives meanwhile is dropped with the socket.
+    // (Moving the QP to error here cost 200+ us on rxe: its flush events woke progress.)
+    if (s.id && s.id->qp != nullptr) s.disconnect_pending = true;
     s.teardown_deadline = std::chrono::steady_clock::now() + teardown_limit;
     self.closing.push_back(&s);
     rearm_completions(self, s);
@@ -1011,12 +1008,14 @@ int verbs_close(provider::instance* p, socket_handle h) {
             }
         start_teardown(*self, *s);
     }
+    // Progress moves the QP to error and tells the peer, on its own thread while this one
+    // completes what it cancelled.
+    self->engine->wake();
     for (operation* op : finished) op->complete(*op);
     for (operation* op : cancelled) {
         op->result = -ECANCELED;
         op->complete(*op);
     }
-    self->engine->wake(); // let progress reap it
     return 0;
 }
 
