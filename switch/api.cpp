@@ -28,11 +28,19 @@ struct wake_on_exit {
 struct keep_alive {
     stream_socket& s;
     std::unique_lock<std::mutex>& lock;
+    bool held = true;
     keep_alive(stream_socket& socket, std::unique_lock<std::mutex>& l) : s(socket), lock(l) { ++s.waiters; }
-    ~keep_alive() {
-        if (!lock.owns_lock()) lock.lock();
+    // Lets go with the lock held (the socket may be freed at once), so that the destructor
+    // need not take the lock again.
+    void release() {
+        held = false;
         --s.waiters;
         maybe_free(s);
+    }
+    ~keep_alive() {
+        if (!held) return;
+        if (!lock.owns_lock()) lock.lock();
+        release();
     }
 };
 
@@ -54,9 +62,9 @@ int validate_address(const sockaddr* address, socklen_t length) {
 void release_handle(stream_socket& s) {
     unregister_socket(s.handle);
     s.handle = 0;
-    for (auto& op : s.async_recvs) s.ctx->callbacks.push_back({op->callback, op->user, -ECANCELED});
+    for (auto& op : s.async_recvs) s.ctx->callbacks.push_back({op.callback, op.user, -ECANCELED});
     s.async_recvs.clear();
-    for (auto& op : s.async_accepts) s.ctx->callbacks.push_back({op->callback, op->user, -ECANCELED});
+    for (auto& op : s.async_accepts) s.ctx->callbacks.push_back({op.callback, op.user, -ECANCELED});
     s.async_accepts.clear();
     std::erase_if(s.send_queue, [&](send_chunk& chunk) {
         if (!chunk.op || chunk.offset > 0) return false; // a started chunk goes out whole
@@ -439,7 +447,7 @@ extern "C" int sansock_close(sansock_socket_t h) {
             }
         }
     }
-    maybe_free(*s);
+    alive.release(); // may free the socket
     lock.unlock();
     run_deferred(ctx); // the provider close and the -ECANCELED callbacks, before close returns
     return result;
@@ -511,7 +519,7 @@ extern "C" int sansock_send_async(sansock_socket_t h, const void* buffer, size_t
     send_chunk chunk;
     chunk.external = static_cast<const uint8_t*>(buffer);
     chunk.length = length;
-    chunk.op = std::make_unique<user_operation>(user_operation{user_operation::kind::send, nullptr, length, callback, user});
+    chunk.op = user_operation{user_operation::kind::send, nullptr, length, callback, user};
     s->send_queue.push_back(std::move(chunk));
     s->send_queued += length;
     pump_send(*s);
@@ -526,8 +534,8 @@ extern "C" int sansock_recv_async(sansock_socket_t h, void* buffer, size_t lengt
     wake_on_exit deferred{s->ctx, lock};
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::connected) return -ENOTCONN;
-    s->async_recvs.push_back(std::make_unique<user_operation>(
-        user_operation{user_operation::kind::recv, static_cast<uint8_t*>(buffer), length, callback, user}));
+    s->async_recvs.push_back(
+        user_operation{user_operation::kind::recv, static_cast<uint8_t*>(buffer), length, callback, user});
     deliver_async(*s);
     return 0;
 }
@@ -540,8 +548,7 @@ extern "C" int sansock_accept_async(sansock_socket_t h, sansock_callback callbac
     wake_on_exit deferred{s->ctx, lock};
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::listening) return -EINVAL;
-    s->async_accepts.push_back(std::make_unique<user_operation>(
-        user_operation{user_operation::kind::accept, nullptr, 0, callback, user}));
+    s->async_accepts.push_back(user_operation{user_operation::kind::accept, nullptr, 0, callback, user});
     deliver_async(*s);
     return 0;
 }

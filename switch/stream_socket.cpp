@@ -363,13 +363,13 @@ void deliver_async(stream_socket& s) {
         s.ready.pop_front();
         accepted->listener = nullptr;
         accepted->handle = register_socket(accepted);
-        auto op = std::move(s.async_accepts.front());
+        const user_operation op = s.async_accepts.front();
         s.async_accepts.pop_front();
-        queue_callback(s, op->callback, op->user, accepted->handle != 0 ? static_cast<int64_t>(accepted->handle) : -EMFILE);
+        queue_callback(s, op.callback, op.user, accepted->handle != 0 ? static_cast<int64_t>(accepted->handle) : -EMFILE);
         post_accept(s);
     }
     while (!s.async_recvs.empty()) {
-        user_operation& op = *s.async_recvs.front();
+        const user_operation& op = s.async_recvs.front();
         int64_t result;
         if (s.received_bytes > 0) result = static_cast<int64_t>(take_received(s, op.recv_buffer, op.length));
         else if (s.state == socket_state::failed) result = s.failure;
@@ -394,9 +394,10 @@ void fail_socket(stream_socket& s, int code) {
 }
 
 void cancel_user_operations(stream_socket& s, int code) {
-    for (auto& op : s.async_accepts) queue_callback(s, op->callback, op->user, code);
+    s.ctx->callbacks.reserve(s.ctx->callbacks.size() + s.async_accepts.size() + s.async_recvs.size() + s.send_queue.size());
+    for (auto& op : s.async_accepts) queue_callback(s, op.callback, op.user, code);
     s.async_accepts.clear();
-    for (auto& op : s.async_recvs) queue_callback(s, op->callback, op->user, code);
+    for (auto& op : s.async_recvs) queue_callback(s, op.callback, op.user, code);
     s.async_recvs.clear();
     for (send_chunk& chunk : s.send_queue)
         if (chunk.op) queue_callback(s, chunk.op->callback, chunk.op->user, code);

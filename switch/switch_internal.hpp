@@ -53,7 +53,7 @@ struct send_chunk {
     const uint8_t* external = nullptr;
     size_t length = 0;
     size_t offset = 0;
-    std::unique_ptr<user_operation> op; // completes once fully handed to the provider
+    std::optional<user_operation> op; // completes once fully handed to the provider
     const uint8_t* data() const { return external != nullptr ? external : copy.data(); }
 };
 
@@ -81,7 +81,7 @@ struct stream_socket {
     int backlog = 0;
     provider_request* accept_request = nullptr;
     std::deque<stream_socket*> ready;  // connections not accepted by the user yet
-    std::deque<std::unique_ptr<user_operation>> async_accepts;
+    std::deque<user_operation> async_accepts; // by value: no allocation per operation
     stream_socket* listener = nullptr; // while in a listener's ready queue
 
     // Connected: sending.
@@ -102,7 +102,7 @@ struct stream_socket {
     size_t received_bytes = 0;
     uint32_t consumed_uncredited = 0;
     bool shut_read = false;
-    std::deque<std::unique_ptr<user_operation>> async_recvs;
+    std::deque<user_operation> async_recvs;
 
     // After the user's close.
     bool closing = false;              // graceful disconnect running in the background
