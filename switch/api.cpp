@@ -81,7 +81,6 @@ void release_handle(stream_socket& s) {
         }
     s.received.clear();
     s.received_bytes = 0;
-    s.received_offset = 0;
 }
 
 } // namespace
@@ -219,18 +218,28 @@ extern "C" ssize_t sansock_send(sansock_socket_t h, const void* buffer, size_t l
     };
     if (!room()) {
         if (s->nonblocking) return -EWOULDBLOCK;
-        if (!wait_until(ctx, lock, room, deadline_after(s->send_timeout), clock_kind::real, s->ps)) return -EWOULDBLOCK;
+        if (!wait_until(ctx, lock, room, deadline_after(s->send_timeout), clock_kind::real, s)) return -EWOULDBLOCK;
     }
     if (s->handle != h) return -ECANCELED; // closed by another thread while we waited
     if (s->state == socket_state::failed) return s->failure;
     if (s->shut_write) return -EPIPE;
     const size_t n = std::min(length, s->send_buffer_limit - s->send_queued);
+    // Frames are filled straight from the caller's buffer; only what cannot go now is copied,
+    // because the buffer is the caller's again when send returns.
+    const auto* bytes = static_cast<const uint8_t*>(buffer);
     send_chunk chunk;
-    chunk.copy.assign(static_cast<const uint8_t*>(buffer), static_cast<const uint8_t*>(buffer) + n);
+    chunk.external = bytes;
     chunk.length = n;
     s->send_queue.push_back(std::move(chunk));
     s->send_queued += n;
     pump_send(*s);
+    if (!s->send_queue.empty() && s->send_queue.back().external == bytes && !s->send_queue.back().op) {
+        send_chunk& rest = s->send_queue.back();
+        rest.copy.assign(bytes + rest.offset, bytes + rest.length);
+        rest.length -= rest.offset;
+        rest.offset = 0;
+        rest.external = nullptr;
+    }
     return static_cast<ssize_t>(n);
 }
 
@@ -256,7 +265,7 @@ extern "C" ssize_t sansock_recv(sansock_socket_t h, void* buffer, size_t length,
             return s->handle != h || s->received_bytes > 0 || s->session.fin_received || s->shut_read ||
                    s->state != socket_state::connected;
         };
-        if (!wait_until(ctx, lock, readable, deadline_after(s->recv_timeout), clock_kind::real, s->ps))
+        if (!wait_until(ctx, lock, readable, deadline_after(s->recv_timeout), clock_kind::real, s))
             return copied > 0 ? static_cast<ssize_t>(copied) : -EWOULDBLOCK;
         if (s->handle != h) return copied > 0 ? static_cast<ssize_t>(copied) : -ECANCELED;
         if (s->state == socket_state::failed) return s->failure;
@@ -277,7 +286,6 @@ extern "C" int sansock_shutdown(sansock_socket_t h, int how) {
             s->consumed_uncredited += static_cast<uint32_t>(s->received_bytes); // dropped unread
             s->received.clear();
             s->received_bytes = 0;
-            s->received_offset = 0;
             deliver_async(*s);
         }
     }
@@ -421,7 +429,7 @@ extern "C" int sansock_close(sansock_socket_t h) {
                 const auto deadline = ctx.now() + std::chrono::seconds(s->linger_option.l_linger);
                 const bool sent = wait_until(
                     ctx, lock, [&] { return all_sent() || s->state != socket_state::connected || s->handle != h; },
-                    deadline, clock_kind::context, s->ps);
+                    deadline, clock_kind::context, s);
                 if (s->handle != h) return -ECANCELED; // closed by another thread meanwhile
                 if (!sent) {
                     release_handle(*s);

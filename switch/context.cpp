@@ -2,6 +2,7 @@
 // Contexts: provider instance, progress (own thread or the caller's), the handle registry.
 #include <sys/eventfd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -117,8 +118,9 @@ namespace {
 // True if `ready()` became true; false when the poll time ran out, the deadline passed or the
 // provider cannot poll the socket (the caller then sleeps as usual).
 bool busy_poll(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
-               std::optional<time_point> deadline, clock_kind clock, provider::socket_handle socket) {
-    const auto poll_end = std::chrono::steady_clock::now() + std::chrono::microseconds(ctx.attr.busy_poll_us);
+               std::optional<time_point> deadline, clock_kind clock, provider::socket_handle socket,
+               std::chrono::microseconds poll_for) {
+    const auto poll_end = std::chrono::steady_clock::now() + poll_for;
     bool delivered = false;
     bool polling = false;
     for (;;) {
@@ -144,13 +146,9 @@ bool busy_poll(context& ctx, std::unique_lock<std::mutex>& lock, const std::func
     if (delivered && (!ctx.callbacks.empty() || !ctx.provider_closes.empty())) ctx.ops.wake(ctx.instance);
     return is_ready;
 }
-} // namespace
 
-bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
-                std::optional<time_point> deadline, clock_kind clock, provider::socket_handle poll_socket) {
-    if (poll_socket != provider::invalid_socket && !ctx.manual_progress && ctx.attr.busy_poll_us > 0 &&
-        busy_poll(ctx, lock, ready, deadline, clock, poll_socket))
-        return true;
+bool sleep_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
+                 std::optional<time_point> deadline, clock_kind clock) {
     for (;;) {
         if (ready()) return true;
         const time_point now = clock == clock_kind::context ? ctx.now() : std::chrono::steady_clock::now();
@@ -164,6 +162,31 @@ bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::fun
             ctx.changed.wait_for(lock, std::chrono::milliseconds(20));
         }
     }
+}
+
+// How long a wait busy-polls: about twice as long as the socket's last wait took, so that a
+// connection whose replies come quickly is served without a thread hand-off, within
+// [50 us, attr.busy_poll_us]; a socket whose last wait was longer than that polls 50 us.
+std::chrono::microseconds poll_time(const context& ctx, const stream_socket& s) {
+    const uint32_t most = ctx.attr.busy_poll_us;
+    const uint32_t least = std::min<uint32_t>(50, most);
+    if (s.last_wait_us >= most) return std::chrono::microseconds(least);
+    return std::chrono::microseconds(std::clamp<uint32_t>(2 * s.last_wait_us, least, most));
+}
+} // namespace
+
+bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
+                std::optional<time_point> deadline, clock_kind clock, stream_socket* polled) {
+    if (polled == nullptr || polled->ps == provider::invalid_socket || ctx.manual_progress || ctx.attr.busy_poll_us == 0)
+        return sleep_until(ctx, lock, ready, deadline, clock);
+    const auto started = std::chrono::steady_clock::now();
+    const bool is_ready = busy_poll(ctx, lock, ready, deadline, clock, polled->ps, poll_time(ctx, *polled)) ||
+                          sleep_until(ctx, lock, ready, deadline, clock);
+    if (is_ready) {
+        const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
+        polled->last_wait_us = static_cast<uint32_t>(std::min<int64_t>(waited.count(), UINT32_MAX));
+    }
+    return is_ready;
 }
 
 int create_context(const sansock_context_attr* given, const context_hooks& hooks, sansock_context** out) {
@@ -245,7 +268,7 @@ extern "C" void sansock_context_attr_init(struct sansock_context_attr* attr) {
     attr->send_slots = 8;
     attr->recv_slots = 8;
     attr->window_bytes = 256 * 1024;
-    attr->busy_poll_us = 50;
+    attr->busy_poll_us = 1000;
 }
 
 extern "C" int sansock_context_create(const struct sansock_context_attr* attr, sansock_context** out) {

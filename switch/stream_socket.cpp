@@ -99,6 +99,16 @@ void on_reset(stream_socket& s, int code) {
     if (s.handle == 0) hard_close(s);
 }
 
+constexpr size_t staging_size = session::header_size + session::max_data_payload;
+
+std::vector<uint8_t> take_spare_staging(stream_socket& s) {
+    if (s.spare_staging.empty()) return std::vector<uint8_t>(staging_size);
+    std::vector<uint8_t> spare = std::move(s.spare_staging.back());
+    s.spare_staging.pop_back();
+    spare.resize(staging_size);
+    return spare;
+}
+
 void parse_frames(stream_socket& s) {
     size_t pos = 0;
     while (s.staged - pos >= session::header_size) {
@@ -128,8 +138,19 @@ void parse_frames(stream_socket& s) {
                 s.consumed_uncredited += h.length; // discarded, but the window comes back
                 return_credit(s);
             } else {
-                s.received.emplace_back(payload, payload + h.length);
                 s.received_bytes += h.length;
+                if (pos == 0 && total == s.staged && h.length >= 4096) {
+                    // The staging buffer holds just this frame: it becomes the received block
+                    // (no copy) and a spare takes its place for the next receive.
+                    received_block block{std::move(s.staging), session::header_size};
+                    block.bytes.resize(total);
+                    s.received.push_back(std::move(block));
+                    s.staging = take_spare_staging(s);
+                    s.staged = 0;
+                    deliver_async(s);
+                    return; // nothing else was staged
+                }
+                s.received.push_back({std::vector<uint8_t>(payload, payload + h.length), 0});
                 deliver_async(s);
             }
             break;
@@ -261,7 +282,7 @@ void start_connection(stream_socket& s) {
     s.session.our_window = window;
     s.session.window_left = window;
     if (s.send_buffer_limit == 0) s.send_buffer_limit = window;
-    s.staging.assign(session::header_size + session::max_data_payload, 0);
+    s.staging.assign(staging_size, 0);
     s.staged = 0;
     if (send_control(s, session::message_type::hello, window) != 0) {
         fail_socket(s, -ECONNRESET);
@@ -296,7 +317,9 @@ int start_connect(stream_socket& s, const sockaddr* address, socklen_t length) {
 void pump_send(stream_socket& s) {
     if (s.state != socket_state::connected || s.ps == 0 || !s.session.hello_received) return;
     while (!s.send_queue.empty() && s.session.peer_credit > 0) {
-        const size_t n = std::min<size_t>({s.send_queued, s.session.peer_credit, session::max_data_payload});
+        // Whole frames of 64 KiB (header included) split into whole provider slots; a full
+        // 64 KiB payload would cost one more message for its last 16 bytes.
+        const size_t n = std::min<size_t>({s.send_queued, s.session.peer_credit, session::max_data_payload - session::header_size});
         provider_request* r = new_request(s, provider::operation_kind::send);
         r->bytes.resize(session::header_size + n);
         session::header h;
@@ -340,14 +363,15 @@ size_t readable_bytes(const stream_socket& s) { return s.received_bytes; }
 size_t take_received(stream_socket& s, uint8_t* out, size_t length) {
     size_t copied = 0;
     while (copied < length && !s.received.empty()) {
-        std::vector<uint8_t>& front = s.received.front();
-        const size_t n = std::min(length - copied, front.size() - s.received_offset);
-        std::memcpy(out + copied, front.data() + s.received_offset, n);
+        received_block& front = s.received.front();
+        const size_t n = std::min(length - copied, front.bytes.size() - front.begin);
+        std::memcpy(out + copied, front.bytes.data() + front.begin, n);
         copied += n;
-        s.received_offset += n;
-        if (s.received_offset == front.size()) {
+        front.begin += n;
+        if (front.begin == front.bytes.size()) {
+            if (front.bytes.capacity() >= staging_size && s.spare_staging.size() < 2)
+                s.spare_staging.push_back(std::move(front.bytes)); // a staging buffer, reused
             s.received.pop_front();
-            s.received_offset = 0;
         }
     }
     s.received_bytes -= copied;
@@ -388,7 +412,6 @@ void fail_socket(stream_socket& s, int code) {
     s.pending_error = code;
     s.received.clear();
     s.received_bytes = 0;
-    s.received_offset = 0;
     cancel_user_operations(s, code);
     s.ctx->changed.notify_all();
 }

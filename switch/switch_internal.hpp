@@ -47,6 +47,12 @@ struct provider_request : provider::operation {
     uint32_t data_bytes = 0;
 };
 
+// Received stream bytes not read yet: bytes[begin, size()).
+struct received_block {
+    std::vector<uint8_t> bytes;
+    size_t begin = 0;
+};
+
 // Send queue entry: bytes copied from a blocking send, or a user's async buffer.
 struct send_chunk {
     std::vector<uint8_t> copy;
@@ -73,6 +79,7 @@ struct stream_socket {
     int failure = 0;                   // the error every call gives once failed
     uint32_t requests_in_flight = 0;   // provider operations not completed yet
     uint32_t waiters = 0;              // blocking calls waiting on it (they keep it alive)
+    uint32_t last_wait_us = UINT32_MAX; // how long its last blocking wait took (busy-poll time)
 
     // Connecting.
     provider_request* connect_request = nullptr;
@@ -97,8 +104,8 @@ struct stream_socket {
     provider_request* recv_request = nullptr;
     std::vector<uint8_t> staging;      // bytes from the provider not yet parsed
     size_t staged = 0;
-    std::deque<std::vector<uint8_t>> received;
-    size_t received_offset = 0;        // into received.front()
+    std::deque<received_block> received;
+    std::vector<std::vector<uint8_t>> spare_staging; // consumed staging buffers, for reuse
     size_t received_bytes = 0;
     uint32_t consumed_uncredited = 0;
     bool shut_read = false;
@@ -138,12 +145,12 @@ void run_deferred(context& ctx);
 // Waits (lock held on entry and exit) until `ready()` or `deadline`; true if ready. Drives
 // progress itself in manual mode. Protocol time-outs (linger, graceful) are measured on the
 // context's clock, which tests may inject; the caller's own waits (poll, SO_RCVTIMEO,
-// SO_SNDTIMEO, connect) on the real one. With `poll_socket`, a thread-progress context first
-// busy-polls that provider socket for attr.busy_poll_us.
+// SO_SNDTIMEO, connect) on the real one. With `polled`, a thread-progress context first
+// busy-polls that socket's connection (see poll_time in context.cpp); `polled` must stay alive.
 enum class clock_kind { context, real };
 bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
                 std::optional<time_point> deadline, clock_kind clock = clock_kind::real,
-                provider::socket_handle poll_socket = provider::invalid_socket);
+                stream_socket* polled = nullptr);
 void log_reset(context& ctx, const stream_socket& s, const std::string& reason);
 
 // The process-wide handle registry.

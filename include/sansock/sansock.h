@@ -41,10 +41,12 @@ struct sansock_context_attr {
     uint32_t recv_slots;           /* 0: default 8 */
     uint32_t window_bytes;         /* per-connection receive window of the session; 0: 262144 */
     /* A blocking send, recv or linger close that has to wait first polls its connection's
-     * completions on its own thread for this long (microseconds), then sleeps until the
-     * progress thread wakes it: low latency without a thread hand-off, at the cost of a CPU
-     * spinning that long. 0: default 50; SANSOCK_NO_BUSY_POLL: never; at most 1000000.
-     * Thread progress only (a manual-progress caller makes progress itself). */
+     * completions on its own thread, then sleeps until the progress thread wakes it: a reply
+     * that comes quickly needs no thread hand-off. It polls about twice as long as the
+     * socket's previous wait took, at least 50 us and at most busy_poll_us (microseconds), so
+     * an idle connection costs 50 us of spinning per wait and a busy one none of its replies'
+     * hand-offs. 0: default 1000; SANSOCK_NO_BUSY_POLL: never; at most 1000000. Thread
+     * progress only (a manual-progress caller makes progress itself). */
     uint32_t busy_poll_us;
 };
 

@@ -15,6 +15,23 @@ struct fnv1a {
     }
 };
 
+TEST_CASE("A blocking send keeps its own copy of what could not go yet: the caller reuses its buffer at once") {
+    watchdog guard("send buffer reuse");
+    world w;
+    const connection c = connect_pair(w.host(), w.host());
+    // The first send fills the peer's whole window (framed from the caller's buffer at once);
+    // the second finds no credit, so all of it waits in the switch.
+    constexpr size_t window = 256 * 1024;
+    const std::vector<uint8_t> first = pattern_bytes(0, window);
+    const std::vector<uint8_t> second_original = pattern_bytes(window, 64 * 1024);
+    REQUIRE(sansock_send(c.client, first.data(), first.size(), 0) == static_cast<ssize_t>(first.size()));
+    std::vector<uint8_t> second = second_original;
+    REQUIRE(sansock_send(c.client, second.data(), second.size(), 0) == static_cast<ssize_t>(second.size()));
+    std::fill(second.begin(), second.end(), uint8_t(0xEE)); // the caller's buffer is its own again
+    CHECK(recv_exact(c.server, first.size()) == first);
+    CHECK(recv_exact(c.server, second_original.size()) == second_original);
+}
+
 TEST_CASE("A 64 MiB stream arrives intact with equal checksums, then a graceful close ends it") {
     watchdog guard("64 MiB stream", 240s);
     constexpr uint64_t total = uint64_t(64) << 20;
