@@ -58,23 +58,25 @@ int validate_address(const sockaddr* address, socklen_t length) {
 }
 
 // The user lets go of the handle: later use gives -ENOTSOCK; async operations complete
-// -ECANCELED (their data is not sent); unread data is dropped.
-void release_handle(stream_socket& s) {
+// -ECANCELED (their data is not sent); unread data is dropped. Their callbacks go to
+// `cancelled`, which close runs itself: in the context's queue the progress thread could take
+// them and close would return before they ran.
+void release_handle(stream_socket& s, std::vector<ready_callback>& cancelled) {
     unregister_socket(s.handle);
     s.handle = 0;
-    for (auto& op : s.async_recvs) s.ctx->callbacks.push_back({op.callback, op.user, -ECANCELED});
+    for (auto& op : s.async_recvs) cancelled.push_back({op.callback, op.user, -ECANCELED});
     s.async_recvs.clear();
-    for (auto& op : s.async_accepts) s.ctx->callbacks.push_back({op.callback, op.user, -ECANCELED});
+    for (auto& op : s.async_accepts) cancelled.push_back({op.callback, op.user, -ECANCELED});
     s.async_accepts.clear();
     std::erase_if(s.send_queue, [&](send_chunk& chunk) {
         if (!chunk.op || chunk.offset > 0) return false; // a started chunk goes out whole
-        s.ctx->callbacks.push_back({chunk.op->callback, chunk.op->user, -ECANCELED});
+        cancelled.push_back({chunk.op->callback, chunk.op->user, -ECANCELED});
         s.send_queued -= chunk.length;
         return true;
     });
     for (send_chunk& chunk : s.send_queue)
         if (chunk.op) { // partly sent: keep our own copy of the rest, the user's buffer is theirs again
-            s.ctx->callbacks.push_back({chunk.op->callback, chunk.op->user, -ECANCELED});
+            cancelled.push_back({chunk.op->callback, chunk.op->user, -ECANCELED});
             chunk.copy.assign(chunk.external, chunk.external + chunk.length);
             chunk.external = nullptr;
             chunk.op.reset();
@@ -410,15 +412,16 @@ extern "C" int sansock_close(sansock_socket_t h) {
     if (s == nullptr) return -ENOTSOCK;
     context& ctx = *s->ctx;
     keep_alive alive(*s, lock); // a linger wait releases the lock; freed, if at all, on return
+    std::vector<ready_callback> cancelled;
     int result = 0;
     const bool connected = s->state == socket_state::connected;
     const bool lingering = s->linger_option.l_onoff != 0;
     const auto all_sent = [&] { return s->send_queued == 0 && s->unacknowledged == 0; };
     if (!connected) {
-        release_handle(*s); // created, bound, listening, connecting or failed: nothing graceful to do
+        release_handle(*s, cancelled); // created, bound, listening, connecting or failed: nothing graceful to do
         hard_close(*s);
     } else if (lingering && s->linger_option.l_linger == 0) {
-        release_handle(*s); // LINGER 0: reset, unsent data lost
+        release_handle(*s, cancelled); // LINGER 0: reset, unsent data lost
         s->send_queue.clear();
         s->send_queued = 0;
         hard_close(*s);
@@ -432,7 +435,7 @@ extern "C" int sansock_close(sansock_socket_t h) {
                     deadline, clock_kind::context, s);
                 if (s->handle != h) return -ECANCELED; // closed by another thread meanwhile
                 if (!sent) {
-                    release_handle(*s);
+                    release_handle(*s, cancelled);
                     log_reset(ctx, *s, "linger time-out with data unacknowledged");
                     fail_socket(*s, -ETIMEDOUT);
                     hard_close(*s);
@@ -441,7 +444,7 @@ extern "C" int sansock_close(sansock_socket_t h) {
             }
         }
         if (result == 0) {
-            release_handle(*s);
+            release_handle(*s, cancelled);
             if (s->state != socket_state::connected) {
                 hard_close(*s);
             } else {
@@ -457,7 +460,8 @@ extern "C" int sansock_close(sansock_socket_t h) {
     }
     alive.release(); // may free the socket
     lock.unlock();
-    run_deferred(ctx); // the provider close and the -ECANCELED callbacks, before close returns
+    run_deferred(ctx); // the provider close (its cancelled operations complete inside it)
+    for (const ready_callback& c : cancelled) c.callback(c.user, c.result); // before close returns
     return result;
 }
 
