@@ -61,6 +61,14 @@ struct operation {
 // Flags of progress_socket.
 inline constexpr uint32_t poll_start = 1u << 0;
 inline constexpr uint32_t poll_stop = 1u << 1;
+// With poll_stop: the caller polls again soon, so progress need not be woken for the socket
+// meanwhile; the provider arms its notifications again at poll_arm, at close, or by itself
+// within about 10 ms of no polling.
+inline constexpr uint32_t poll_stay_unarmed = 1u << 2;
+// Alone: progress is to be woken for the socket's completions again (someone will sleep on
+// them, or async operations wait). Delivers nothing, so it may be called under the caller's
+// own locks.
+inline constexpr uint32_t poll_arm = 1u << 3;
 
 // Events that are not the completion of an operation.
 enum class connection_event : uint8_t {
@@ -141,6 +149,7 @@ struct ops {
     // nothing. A run of calls starts with poll_start and ends with poll_stop; in between the
     // provider may stop waking `progress` for `s` (the caller takes its completions). Returns
     // the number delivered, or a negated errno (-ENOTSOCK; a closed socket's run needs no stop).
+    // See poll_stay_unarmed and poll_arm above.
     int (*progress_socket)(instance* self, socket_handle s, uint32_t flags) = nullptr;
     // A file descriptor that polls readable when `progress` has work.
     int (*event_fd)(instance* self) = nullptr;

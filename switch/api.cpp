@@ -242,6 +242,7 @@ extern "C" ssize_t sansock_send(sansock_socket_t h, const void* buffer, size_t l
         rest.offset = 0;
         rest.external = nullptr;
     }
+    if (!s->send_queue.empty()) arm_notifications(*s); // progress pumps the rest as credit comes
     return static_cast<ssize_t>(n);
 }
 
@@ -293,6 +294,7 @@ extern "C" int sansock_shutdown(sansock_socket_t h, int how) {
     }
     if (how == SHUT_WR || how == SHUT_RDWR) {
         s->shut_write = true;
+        arm_notifications(*s); // the peer's FIN_ACK and FIN come to progress
         pump_send(*s); // FIN follows the queued data
     }
     return 0;
@@ -452,6 +454,7 @@ extern "C" int sansock_close(sansock_socket_t h) {
                 // has come too, hard after the graceful time-out.
                 s->closing = true;
                 s->shut_write = true;
+                arm_notifications(*s); // the rest of the disconnect runs in progress
                 s->graceful_deadline = ctx.now() + std::chrono::milliseconds(ctx.attr.graceful_timeout_ms);
                 pump_send(*s);
                 finish_graceful_if_done(*s);
@@ -513,6 +516,8 @@ extern "C" int sansock_poll(struct sansock_pollfd* fds, size_t count, int timeou
         stream_socket* s = find_registered(fds[i].socket);
         if (s != nullptr && s->ctx != &ctx) return -EINVAL;
     }
+    for (size_t i = 0; i < count; ++i)
+        if (stream_socket* s = find_registered(fds[i].socket)) arm_notifications(*s); // poll sleeps on progress
     std::optional<time_point> deadline;
     if (timeout_ms >= 0) deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     wait_until(ctx, lock, scan, deadline);
@@ -534,6 +539,7 @@ extern "C" int sansock_send_async(sansock_socket_t h, const void* buffer, size_t
     chunk.op = user_operation{user_operation::kind::send, nullptr, length, callback, user};
     s->send_queue.push_back(std::move(chunk));
     s->send_queued += length;
+    arm_notifications(*s);
     pump_send(*s);
     return 0;
 }
@@ -548,6 +554,7 @@ extern "C" int sansock_recv_async(sansock_socket_t h, void* buffer, size_t lengt
     if (s->state != socket_state::connected) return -ENOTCONN;
     s->async_recvs.push_back(
         user_operation{user_operation::kind::recv, static_cast<uint8_t*>(buffer), length, callback, user});
+    arm_notifications(*s);
     deliver_async(*s);
     return 0;
 }

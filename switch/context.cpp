@@ -118,13 +118,15 @@ namespace {
 // True if `ready()` became true; false when the poll time ran out, the deadline passed or the
 // provider cannot poll the socket (the caller then sleeps as usual).
 bool busy_poll(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
-               std::optional<time_point> deadline, clock_kind clock, provider::socket_handle socket,
+               std::optional<time_point> deadline, clock_kind clock, stream_socket& s,
                std::chrono::microseconds poll_for) {
+    const provider::socket_handle socket = s.ps;
     const auto poll_end = std::chrono::steady_clock::now() + poll_for;
     bool delivered = false;
     bool polling = false;
+    bool became_ready = false;
     for (;;) {
-        if (ready()) break;
+        if ((became_ready = ready())) break;
         const auto now = std::chrono::steady_clock::now();
         if (now >= poll_end) break;
         if (deadline && (clock == clock_kind::context ? ctx.now() : now) >= *deadline) break;
@@ -135,11 +137,18 @@ bool busy_poll(context& ctx, std::unique_lock<std::mutex>& lock, const std::func
         polling = true;
         delivered |= rc > 0;
     }
-    if (polling) { // the provider wakes progress for this socket again
+    if (polling) {
+        // The caller is likely to poll again soon: unless it is going to sleep, or someone
+        // else needs progress to hear of this socket (another waiter, async operations,
+        // queued data, a background close), progress is not woken for its completions.
+        const bool quiet = became_ready && s.waiters <= 1 && s.async_recvs.empty() && s.send_queue.empty() &&
+                           !s.closing && !s.shut_write;
         lock.unlock();
-        const int rc = ctx.ops.progress_socket(ctx.instance, socket, provider::poll_stop);
+        const int rc = ctx.ops.progress_socket(ctx.instance, socket,
+                                               provider::poll_stop | (quiet ? provider::poll_stay_unarmed : 0));
         lock.lock();
         delivered |= rc > 0;
+        if (quiet && rc >= 0 && s.ps == socket) s.notifications_off = true;
     }
     const bool is_ready = ready();
     // What those completions queued (user callbacks, closes) is run by the progress thread.
@@ -180,7 +189,7 @@ bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::fun
     if (polled == nullptr || polled->ps == provider::invalid_socket || ctx.manual_progress || ctx.attr.busy_poll_us == 0)
         return sleep_until(ctx, lock, ready, deadline, clock);
     const auto started = std::chrono::steady_clock::now();
-    const bool is_ready = busy_poll(ctx, lock, ready, deadline, clock, polled->ps, poll_time(ctx, *polled)) ||
+    const bool is_ready = busy_poll(ctx, lock, ready, deadline, clock, *polled, poll_time(ctx, *polled)) ||
                           sleep_until(ctx, lock, ready, deadline, clock);
     if (is_ready) {
         const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);

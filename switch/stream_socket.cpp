@@ -464,6 +464,12 @@ void check_timers(context& ctx) {
     }
 }
 
+void arm_notifications(stream_socket& s) {
+    if (!s.notifications_off || s.ps == 0) return;
+    s.notifications_off = false;
+    s.ctx->ops.progress_socket(s.ctx->instance, s.ps, provider::poll_arm);
+}
+
 void maybe_free(stream_socket& s) {
     if (s.handle != 0 || s.listener != nullptr || s.ps != 0 || s.requests_in_flight != 0 || s.waiters != 0) return;
     s.ctx->sockets.erase(&s);

@@ -80,6 +80,7 @@ struct stream_socket {
     uint32_t requests_in_flight = 0;   // provider operations not completed yet
     uint32_t waiters = 0;              // blocking calls waiting on it (they keep it alive)
     uint32_t last_wait_us = UINT32_MAX; // how long its last blocking wait took (busy-poll time)
+    bool notifications_off = false;    // a busy-poll left the provider not waking progress for it
 
     // Connecting.
     provider_request* connect_request = nullptr;
@@ -176,5 +177,8 @@ size_t take_received(stream_socket& s, uint8_t* out, size_t length);
 void finish_graceful_if_done(stream_socket& s);
 void fail_socket(stream_socket& s, int code);
 void deliver_async(stream_socket& s);
+// Progress is to hear of the socket's completions again (async operations, poll, queued data,
+// background close): undoes what a busy-poll left off. Lock held.
+void arm_notifications(stream_socket& s);
 
 } // namespace sansock::sw

@@ -43,6 +43,8 @@ using provider::op_wait_all;
 using provider::operation;
 using provider::operation_kind;
 using provider::poll_start;
+using provider::poll_arm;
+using provider::poll_stay_unarmed;
 using provider::poll_stop;
 using provider::socket_handle;
 using provider::upcalls;
@@ -53,6 +55,8 @@ constexpr uint32_t handshake_magic = 0x53414e53; // "SANS"
 constexpr uint64_t recv_wr_flag = 1ull << 63;
 // Flushes normally arrive within milliseconds; past this the QP is destroyed regardless.
 constexpr auto teardown_limit = std::chrono::seconds(5);
+// A socket left unarmed by a poller that has not come back within this is armed by progress.
+constexpr auto unarmed_limit = std::chrono::milliseconds(10);
 
 // Carried in rdma_cm private data by connect and accept (docs/provider-interface.md).
 struct handshake {
@@ -153,6 +157,8 @@ struct vsocket {
     // not re-armed, so progress is not woken for completions the caller is about to take.
     uint32_t busy_pollers = 0;
     bool cq_armed = true;
+    bool left_unarmed = false; // poll_stay_unarmed: the poller comes back; progress re-arms it late
+    std::chrono::steady_clock::time_point unarmed_since{};
 
     uint8_t* send_slot(uint32_t slot) { return buffer.get() + size_t(slot) * slot_size; }
     uint8_t* recv_slot(uint32_t slot) { return buffer.get() + size_t(send_slots + slot) * slot_size; }
@@ -352,6 +358,7 @@ void fail_connection(verbs_instance& self, vsocket& s, int code, connection_even
 // they were off is taken now.
 void rearm_completions(verbs_instance& self, vsocket& s) {
     s.busy_pollers = 0;
+    s.left_unarmed = false;
     if (s.cq_armed || !s.cq) return;
     s.cq_armed = ibv_req_notify_cq(s.cq.get(), 0) == 0;
     drain_completions(self, s);
@@ -748,6 +755,13 @@ void on_cm_events(void* context, int, uint32_t) noexcept {
     }
 }
 
+// Sockets left unarmed whose poller did not come back: progress hears of them again.
+void rearm_abandoned(verbs_instance& self) {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& [s, owned] : self.sockets)
+        if (s->left_unarmed && s->busy_pollers == 0 && now - s->unarmed_since >= unarmed_limit) rearm_completions(self, *s);
+}
+
 // Destroys closed sockets whose posted requests have all flushed (or that ran out of time).
 void reap_closed(verbs_instance& self) {
     const auto now = std::chrono::steady_clock::now();
@@ -1078,18 +1092,22 @@ int verbs_progress(provider::instance* p, int timeout_ms) {
     verbs_instance* self = self_of(p);
     if (self == nullptr) return -EINVAL;
     std::lock_guard progress_lock(self->progress_mutex);
-    bool have_work;
+    bool have_work, unarmed;
     {
         std::lock_guard lock(self->mutex);
         have_work = !self->done.empty() || !self->signals.empty();
+        unarmed = std::any_of(self->sockets.begin(), self->sockets.end(), [](const auto& e) { return e.first->left_unarmed; });
     }
-    int rc = self->engine->run_once(std::chrono::milliseconds(have_work ? 0 : std::max(timeout_ms, 0)));
+    int wait_ms = have_work ? 0 : std::max(timeout_ms, 0);
+    if (unarmed) wait_ms = std::min(wait_ms, int(unarmed_limit.count()));
+    int rc = self->engine->run_once(std::chrono::milliseconds(wait_ms));
     if (rc < 0 && rc != -EINTR && rc != -ETIME) return rc;
     std::vector<finished_op> ops;
     std::vector<pending_upcall> signals;
     {
         std::lock_guard lock(self->mutex);
         reap_closed(*self);
+        rearm_abandoned(*self);
         take_deliveries(*self, invalid_socket, ops, signals);
     }
     deliver(*self, ops, signals);
@@ -1101,7 +1119,17 @@ int verbs_progress(provider::instance* p, int timeout_ms) {
 int verbs_progress_socket(provider::instance* p, socket_handle h, uint32_t flags) {
     verbs_instance* self = self_of(p);
     if (self == nullptr) return -EINVAL;
-    if ((flags & ~(poll_start | poll_stop)) != 0) return -EINVAL;
+    if ((flags & ~(poll_start | poll_stop | poll_stay_unarmed | poll_arm)) != 0 ||
+        ((flags & poll_arm) && flags != poll_arm))
+        return -EINVAL;
+    if (flags == poll_arm) {
+        std::lock_guard lock(self->mutex);
+        vsocket* s = find(*self, h);
+        if (s == nullptr) return -ENOTSOCK;
+        if (s->busy_pollers == 0) rearm_completions(*self, *s);
+        if (!self->done.empty() || !self->signals.empty()) self->engine->wake(); // progress delivers
+        return 0;
+    }
     std::vector<finished_op> ops;
     std::vector<pending_upcall> signals;
     {
@@ -1110,7 +1138,14 @@ int verbs_progress_socket(provider::instance* p, socket_handle h, uint32_t flags
         if (s == nullptr) return -ENOTSOCK;
         if (flags & poll_start) ++s->busy_pollers;
         if (s->cq) drain_completions(*self, *s);
-        if ((flags & poll_stop) && s->busy_pollers > 0 && --s->busy_pollers == 0) rearm_completions(*self, *s);
+        if ((flags & poll_stop) && s->busy_pollers > 0 && --s->busy_pollers == 0) {
+            if ((flags & poll_stay_unarmed) && !s->cq_armed) {
+                s->left_unarmed = true;
+                s->unarmed_since = std::chrono::steady_clock::now();
+            } else {
+                rearm_completions(*self, *s);
+            }
+        }
         take_deliveries(*self, h, ops, signals);
     }
     deliver(*self, ops, signals);

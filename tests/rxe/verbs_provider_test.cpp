@@ -231,6 +231,54 @@ TEST_CASE("Verbs provider: progress_socket delivers on the polling thread, and p
     CHECK(server.ops().close(server.instance(), l.handle) == 0);
 }
 
+TEST_CASE("Verbs provider: a socket left unarmed by its poller is heard of again, at poll_arm or by progress itself") {
+    const std::string address = test_address();
+    provider_harness server(verbs::verbs_ops, {});
+    provider_harness client(verbs::verbs_ops, {});
+    REQUIRE(server.status() == 0);
+    REQUIRE(client.status() == 0);
+    listener l = open_listener(server, address);
+    connection c = connect_pair(server, client, l, address);
+    const auto& ops = server.ops();
+    CHECK(ops.progress_socket(server.instance(), c.server, provider::poll_arm | provider::poll_stop) == -EINVAL);
+
+    // One polled run that ends with notifications left off: the completion's event comes
+    // while the run lasts (the sleep lets progress see it), so the CQ is not re-armed.
+    auto polled_run = [&](const char* text) {
+        thread_recording_recv polled;
+        REQUIRE(ops.recv(server.instance(), c.server, &polled) == 0);
+        REQUIRE(ops.progress_socket(server.instance(), c.server, provider::poll_start) >= 0);
+        send_bytes(client, c.client, text);
+        std::this_thread::sleep_for(200ms);
+        const auto deadline = std::chrono::steady_clock::now() + op_timeout;
+        while (polled.completed() == 0 && std::chrono::steady_clock::now() < deadline)
+            REQUIRE(ops.progress_socket(server.instance(), c.server, 0) >= 0);
+        REQUIRE(polled.completed() == 1);
+        REQUIRE(ops.progress_socket(server.instance(), c.server, provider::poll_stop | provider::poll_stay_unarmed) >= 0);
+    };
+
+    // poll_arm: the next completion reaches progress at once.
+    polled_run("one");
+    REQUIRE(ops.progress_socket(server.instance(), c.server, provider::poll_arm) == 0);
+    thread_recording_recv armed;
+    REQUIRE(ops.recv(server.instance(), c.server, &armed) == 0);
+    send_bytes(client, c.client, "armed");
+    REQUIRE(armed.wait(std::chrono::milliseconds(5000)));
+    CHECK(armed.completed_on.load() != std::this_thread::get_id());
+
+    // Nobody comes back: progress arms it by itself (about 10 ms later) and delivers.
+    polled_run("two");
+    thread_recording_recv abandoned;
+    REQUIRE(ops.recv(server.instance(), c.server, &abandoned) == 0);
+    send_bytes(client, c.client, "abandoned");
+    REQUIRE(abandoned.wait(std::chrono::milliseconds(5000)));
+    CHECK(abandoned.completed_on.load() != std::this_thread::get_id());
+    CHECK(abandoned.result == 9);
+    CHECK(client.ops().close(client.instance(), c.client) == 0);
+    CHECK(ops.close(server.instance(), c.server) == 0);
+    CHECK(ops.close(server.instance(), l.handle) == 0);
+}
+
 TEST_CASE("Verbs provider: 1,000 open/connect/close cycles leave no object behind") {
     const std::string address = test_address();
     auto before_instances = verbs_objects(rdma_resource_counts());
