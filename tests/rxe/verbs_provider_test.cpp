@@ -95,16 +95,26 @@ std::string describe(const std::map<std::string, long>& counts) {
     return text;
 }
 
+// Two provider instances on the test device, a listener on one and a connection between them.
+struct connected_instances {
+    std::string address = test_address();
+    provider_harness server{verbs::verbs_ops, {}};
+    provider_harness client{verbs::verbs_ops, {}};
+    listener l;
+    connection c;
+    connected_instances() {
+        REQUIRE(server.status() == 0);
+        REQUIRE(client.status() == 0);
+        l = open_listener(server, address);
+        c = connect_pair(server, client, l, address);
+    }
+};
+
 } // namespace
 
 TEST_CASE("Verbs provider: connect, stream 4 MiB intact, and a hard close resets the peer") {
-    const std::string address = test_address();
-    provider_harness server(verbs::verbs_ops, {});
-    provider_harness client(verbs::verbs_ops, {});
-    REQUIRE(server.status() == 0);
-    REQUIRE(client.status() == 0);
-    listener l = open_listener(server, address);
-    connection c = connect_pair(server, client, l, address);
+    connected_instances pair;
+    auto& [address, server, client, l, c] = pair;
 
     std::vector<uint8_t> sent(4 << 20), got(sent.size());
     for (size_t i = 0; i < sent.size(); ++i) sent[i] = static_cast<uint8_t>(i * 2654435761u >> 13);
@@ -185,13 +195,8 @@ void send_bytes(provider_harness& h, socket_handle s, const char* text) {
 } // namespace
 
 TEST_CASE("Verbs provider: progress_socket delivers on the polling thread, and progress hears of the socket again after poll_stop") {
-    const std::string address = test_address();
-    provider_harness server(verbs::verbs_ops, {});
-    provider_harness client(verbs::verbs_ops, {});
-    REQUIRE(server.status() == 0);
-    REQUIRE(client.status() == 0);
-    listener l = open_listener(server, address);
-    connection c = connect_pair(server, client, l, address);
+    connected_instances pair;
+    auto& [address, server, client, l, c] = pair;
     CHECK(server.ops().progress_socket(server.instance(), c.server, 1u << 7) == -EINVAL);
     CHECK(server.ops().progress_socket(server.instance(), c.server + (1ull << 32), 0) == -ENOTSOCK);
 
@@ -232,13 +237,8 @@ TEST_CASE("Verbs provider: progress_socket delivers on the polling thread, and p
 }
 
 TEST_CASE("Verbs provider: a socket left unarmed by its poller is heard of again, at poll_arm or by progress itself") {
-    const std::string address = test_address();
-    provider_harness server(verbs::verbs_ops, {});
-    provider_harness client(verbs::verbs_ops, {});
-    REQUIRE(server.status() == 0);
-    REQUIRE(client.status() == 0);
-    listener l = open_listener(server, address);
-    connection c = connect_pair(server, client, l, address);
+    connected_instances pair;
+    auto& [address, server, client, l, c] = pair;
     const auto& ops = server.ops();
     CHECK(ops.progress_socket(server.instance(), c.server, provider::poll_arm | provider::poll_stop) == -EINVAL);
 
