@@ -69,32 +69,6 @@ server_pid=
 echo "bench-twohost: server log:" >&2
 cat "$out/server.log" >&2
 [ $server_status -eq 0 ] || { echo "bench-twohost: the server exited with $server_status (a peer half failed)" >&2; status=1; }
-python3 - "$out/r.json" <<'PY' || status=1
-import json, sys
-r = json.load(open(sys.argv[1]))
-if r.get("mode") != "two-host" or not r.get("server", {}).get("kernel"):
-    print(f"bench-twohost: not a two-host result with the server's details: {r.get('mode')}, {r.get('server')}", file=sys.stderr)
-    sys.exit(1)
-rows = r["rows"]
-scenarios = {"hard_close", "graceful_close", "graceful_to_eof", "linger_close", "listener_close",
-             "listener_abort", "service_host_close", "connect_teardown", "ping_pong", "bandwidth", "memory"}
-systems = {"sansock", "rsockets", "raw-verbs", "tcp"}
-seen = {(x["scenario"], x["system"]) for x in rows}
-missing = [(s, y) for s in scenarios for y in systems if (s, y) not in seen]
-# rsockets may hang in its own close (no time-out, ofiwg/librdmacm#1): reported, not a failure.
-hung = [x for x in rows if x["note"].startswith("hung:")]
-failed = [x for x in rows if not x["available"] and not x["note"].startswith("n/a")
-          and not (x["system"] == "rsockets" and x["note"].startswith("hung:"))]
-for x in hung:
-    print(f"bench-twohost: note: {x['system']} hung in {x['scenario']} {x['parameter']}", file=sys.stderr)
-bad_na = [x for x in rows if not x["available"] and x["note"].strip() in ("n/a:", "")]
-unmeasured_sansock = [x["scenario"] for x in rows if x["system"] == "sansock" and not x["available"]]
-for what, items in (("missing rows", missing), ("failed", failed), ("n/a without a reason", bad_na),
-                    ("sansock scenarios not measured", unmeasured_sansock)):
-    if items:
-        print(f"bench-twohost: {what}: {items}", file=sys.stderr)
-        sys.exit(1)
-print(f"bench-twohost: {len(rows)} rows, every scenario covered for every system, server {r['server']['address']}")
-PY
+"$(dirname "$0")/check-bench-json" bench-twohost "$out/r.json" --two-host || status=1
 [ -s "$out/r.csv" ] || { echo "bench-twohost: no CSV written" >&2; status=1; }
 exit $status
