@@ -138,12 +138,20 @@ TEST_CASE("Removing the device completes pending operations with -ENETDOWN and l
     CHECK(value("completed") == "1");
     CHECK(value("completions") == "3");
     const std::string down = strerrordesc_np(ENETDOWN);
-    CHECK(value("recv_client") == down);
-    CHECK(value("recv_server") == down);
+    const std::string reset = strerrordesc_np(ECONNRESET);
+    // Both ends of the connection are on the removed device, in two instances: each hears of
+    // the removal from its own rdma_cm events, and the end that handles it first tears its
+    // connection down, which the other end may see as the peer's reset before its own removal
+    // event comes. So each end fails -ENETDOWN or -ECONNRESET, at least one -ENETDOWN, with one
+    // device_down up-call for each end that failed -ENETDOWN. The listener has no peer.
+    const std::string client_end = value("recv_client"), server_end = value("recv_server");
+    CHECK((client_end == down || client_end == reset));
+    CHECK((server_end == down || server_end == reset));
+    CHECK((client_end == down || server_end == down));
     CHECK(value("accept") == down);
-    CHECK(value("later_send") == down);
-    CHECK(value("later_recv") == down);
+    CHECK((value("later_send") == down || value("later_send") == client_end));
+    CHECK((value("later_recv") == down || value("later_recv") == server_end));
     CHECK(value("later_accept") == down);
-    CHECK(value("device_down_events") == "2");
+    CHECK(value("device_down_events") == std::to_string((client_end == down) + (server_end == down)));
     CHECK(value("close") == "0");
 }
