@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "sansock/sansock.h"
+#include "tests/support/bounded_time.hpp"
 #include "tests/support/peer_process.hpp"
 #include "tests/support/rdma_test_env.hpp"
 
@@ -47,41 +48,6 @@ namespace {
 constexpr auto report_timeout = 120s;  // waiting for a peer's report line
 constexpr int call_timeout_ms = 60000; // SO_RCVTIMEO / SO_SNDTIMEO of every blocking call
 constexpr auto at_once = 1s;           // "returns at once" (the VM is an emulator: generous)
-
-[[noreturn]] void die(const std::string& what) {
-    std::fprintf(stderr, "\nFATAL (bounded-time guard): %s\n", what.c_str());
-    std::fflush(stderr);
-    std::_Exit(3);
-}
-
-// Ends the process if not destroyed within `limit`: a wrong implementation never hangs the suite.
-class watchdog {
-public:
-    watchdog(std::string what, milliseconds limit) : what_(std::move(what)) {
-        thread_ = std::thread([this, limit] {
-            std::unique_lock lock(mutex_);
-            if (!changed_.wait_for(lock, limit, [this] { return disarmed_; }))
-                die(what_ + ": did not finish within " + std::to_string(limit.count() / 1000) + " s");
-        });
-    }
-    ~watchdog() {
-        {
-            std::lock_guard lock(mutex_);
-            disarmed_ = true;
-        }
-        changed_.notify_all();
-        thread_.join();
-    }
-    watchdog(const watchdog&) = delete;
-    watchdog& operator=(const watchdog&) = delete;
-
-private:
-    std::string what_;
-    std::mutex mutex_;
-    std::condition_variable changed_;
-    bool disarmed_ = false;
-    std::thread thread_;
-};
 
 double seconds_since(steady_clock::time_point start) {
     return std::chrono::duration<double>(steady_clock::now() - start).count();
