@@ -118,4 +118,28 @@ uint64_t resident_bytes();
 // A time-out for every wait in a peer half, sliced so it can check ctl.stopping().
 constexpr int peer_wait_ms = 30000;
 
+// Measuring half: `one(ns, why)` (0 or a negated errno, the sample in `ns`) warm-up plus
+// iterations times; the warm-up samples are dropped.
+template <typename Sample>
+int sample_loop(const request& r, measurement& out, std::string& why, Sample&& one) {
+    out.samples_ns.clear();
+    out.samples_ns.reserve(size_t(r.iterations > 0 ? r.iterations : 0));
+    for (int i = 0; i < r.warmup + r.iterations; ++i) {
+        double ns = 0;
+        if (int rc = one(ns, why)) return rc;
+        if (i >= r.warmup) out.samples_ns.push_back(ns);
+    }
+    return 0;
+}
+
+// Peer half: `once(why)` (0 or a negated errno) for every sample, warm-up included.
+template <typename Once>
+int peer_loop(const request& r, control& ctl, std::string& why, Once&& once) {
+    for (int i = 0; i < r.warmup + r.iterations; ++i) {
+        if (int rc = once(why)) return rc;
+        ctl.beat();
+    }
+    return 0;
+}
+
 } // namespace sansock::bench

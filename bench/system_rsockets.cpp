@@ -259,27 +259,15 @@ int connect_peer(control& ctl, rs_owner& client, std::string& why) {
     return 0;
 }
 
-// Peer half: `once` for every sample, warm-up included.
-template <typename Once>
-int peer_loop(const request& r, control& ctl, std::string& why, Once&& once) {
-    for (int i = 0; i < r.warmup + r.iterations; ++i) {
-        if (int rc = once(why)) return rc;
-        ctl.beat();
-    }
-    return 0;
-}
 
+// sample_loop (bench.hpp), counting progress after every sample for the hang detector.
 template <typename Sample>
-int sample_loop(const request& r, measurement& out, std::string& why, Sample&& one) {
-    out.samples_ns.clear();
-    out.samples_ns.reserve(size_t(std::max(r.iterations, 0)));
-    for (int i = 0; i < r.warmup + r.iterations; ++i) {
-        double ns = 0;
-        if (int rc = one(ns, why)) return rc;
-        if (i >= r.warmup) out.samples_ns.push_back(ns);
+int sample_loop_counted(const request& r, measurement& out, std::string& why, Sample&& one) {
+    return sample_loop(r, out, why, [&](double& ns, std::string& w) {
+        const int rc = one(ns, w);
         progress();
-    }
-    return 0;
+        return rc;
+    });
 }
 
 // ---- measuring half ----------------------------------------------------------------------
@@ -288,7 +276,7 @@ int sample_loop(const request& r, measurement& out, std::string& why, Sample&& o
 // marks it and closes.
 int run_close(control& ctl, const request& r, measurement& out, std::string& why) {
     std::vector<uint8_t> payload(r.what == scenario::linger_close ? r.param : 0, 0x5a);
-    return sample_loop(r, out, why, [&](double& ns, std::string& w) {
+    return sample_loop_counted(r, out, why, [&](double& ns, std::string& w) {
         rs_owner client;
         if (int rc = connect_peer(ctl, client, w)) return rc;
         if (r.what == scenario::linger_close) {
@@ -318,7 +306,7 @@ int run_listener_close(const request& r, measurement& out, std::string& why) {
     addr.sin_family = AF_INET;
     if (inet_pton(AF_INET, r.address.c_str(), &addr.sin_addr) != 1)
         return fail(why, -EINVAL, "bad IPv4 address '" + r.address + "'");
-    return sample_loop(r, out, why, [&](double& ns, std::string& w) {
+    return sample_loop_counted(r, out, why, [&](double& ns, std::string& w) {
         rs_owner l(rsocket(AF_INET, SOCK_STREAM, 0));
         if (l.get() < 0) return fail(w, negated_errno(), "rsocket");
         if (rbind(l.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
@@ -335,7 +323,7 @@ int run_listener_close(const request& r, measurement& out, std::string& why) {
 
 // Until the peer half has read end of stream and closed its end (its mark).
 int run_connect_teardown(control& ctl, const request& r, measurement& out, std::string& why) {
-    return sample_loop(r, out, why, [&](double& ns, std::string& w) {
+    return sample_loop_counted(r, out, why, [&](double& ns, std::string& w) {
         const uint64_t t0 = now_ns();
         rs_owner client;
         if (int rc = connect_peer(ctl, client, w)) return rc;
@@ -353,7 +341,7 @@ int run_ping_pong(control& ctl, const request& r, measurement& out, std::string&
     if (int rc = connect_peer(ctl, client, why)) return rc;
     const size_t n = r.param;
     std::vector<uint8_t> ping(n, 0x11), pong(n);
-    int rc = sample_loop(r, out, why, [&](double& ns, std::string& w) {
+    int rc = sample_loop_counted(r, out, why, [&](double& ns, std::string& w) {
         const uint64_t t0 = now_ns();
         if (int e = send_all(client.get(), ping.data(), n)) return fail(w, e, "rsend ping");
         int e = recv_exact(client.get(), pong.data(), n);
@@ -373,7 +361,7 @@ int run_bandwidth(control& ctl, const request& r, measurement& out, std::string&
     const size_t message = r.param;
     const uint64_t messages = (r.stream_bytes + message - 1) / message;
     std::vector<uint8_t> payload(message, 0x33);
-    int rc = sample_loop(r, out, why, [&](double& ns, std::string& w) {
+    int rc = sample_loop_counted(r, out, why, [&](double& ns, std::string& w) {
         const uint64_t t0 = now_ns();
         for (uint64_t m = 0; m < messages; ++m) {
             if (int e = send_all(client.get(), payload.data(), message)) return fail(w, e, "rsend");
@@ -429,7 +417,7 @@ int run_memory(control& ctl, const request& r, measurement& out, std::string& wh
     if (r.param == 0) return fail(why, -EINVAL, "memory needs a connection count");
     const double ends = double(r.param) * (ctl.same_process() ? 2 : 1);
     double registered = 0, resident = 0;
-    int rc = sample_loop(r, out, why, [&](double& ns, std::string& w) {
+    int rc = sample_loop_counted(r, out, why, [&](double& ns, std::string& w) {
         std::vector<rs_owner> sockets;
         sockets.reserve(r.param);
         const uint64_t rss0 = resident_bytes();

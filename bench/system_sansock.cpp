@@ -104,14 +104,11 @@ int repeat(const request& r, measurement& out, std::string& why, Once&& once) {
     return 0;
 }
 
-// Peer half: `once` (0 or a negated errno) for every sample, warm-up included.
+// Peer half: peer_loop (bench.hpp) for a `once` that records its failure in the context.
 template <typename Once>
 int peer_repeat(const request& r, control& ctl, Once&& once) {
-    for (int i = 0; i < r.warmup + r.iterations; ++i) {
-        if (int rc = once()) return rc;
-        ctl.beat();
-    }
-    return 0;
+    std::string unused;
+    return peer_loop(r, ctl, unused, [&](std::string&) { return once(); });
 }
 
 // ---- measuring half ----------------------------------------------------------------------

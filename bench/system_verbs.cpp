@@ -362,27 +362,7 @@ int poll_for(ibv_cq* cq, int want, bool want_recv, std::string& why, bool flushe
     return 0;
 }
 
-template <typename Sample>
-int sample_loop(const request& r, measurement& out, std::string& why, Sample&& one) {
-    out.samples_ns.clear();
-    out.samples_ns.reserve(size_t(std::max(r.iterations, 0)));
-    for (int i = 0; i < r.warmup + r.iterations; ++i) {
-        double ns = 0;
-        if (int rc = one(ns, why)) return rc;
-        if (i >= r.warmup) out.samples_ns.push_back(ns);
-    }
-    return 0;
-}
 
-// Peer half: `once` for every sample, warm-up included.
-template <typename Once>
-int peer_loop(const request& r, control& ctl, std::string& why, Once&& once) {
-    for (int i = 0; i < r.warmup + r.iterations; ++i) {
-        if (int rc = once(why)) return rc;
-        ctl.beat();
-    }
-    return 0;
-}
 
 endpoint_config hard_close_config(const request& r) {
     endpoint_config cc;
