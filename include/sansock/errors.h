@@ -8,6 +8,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built -fvisibility=hidden */
 
 /* The Windows conditions sansock reproduces, by the name users know them under.
  * Each is a negated errno, exactly as returned (docs/semantics.md, section 1). */
@@ -27,6 +28,7 @@ extern "C" {
  * formatting, so the call is thread-safe and allocation-free. */
 const char* sansock_strerror(int code);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -9,10 +9,12 @@
 #include <sys/types.h>
 
 #include "sansock/errors.h"
+#include "sansock/version.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built -fvisibility=hidden */
 
 /* Every function returns >= 0 on success or a negated errno (see errors.h); errno is never
  * used. Errors any call can give besides those listed: -EINVAL for a NULL pointer argument. */
@@ -31,6 +33,19 @@ enum sansock_provider_kind {
     SANSOCK_PROVIDER_LOOPBACK = 1  /* in-process, for tests: contexts reach each other by address */
 };
 
+enum sansock_log_level {
+    SANSOCK_LOG_DEFAULT = 0, /* SANSOCK_LOG from the environment, else SANSOCK_LOG_WARN */
+    SANSOCK_LOG_OFF = 1,
+    SANSOCK_LOG_ERROR = 2,   /* the context cannot do what it was asked (a device failed) */
+    SANSOCK_LOG_WARN = 3,    /* a connection was reset for a reason worth an operator's look */
+    SANSOCK_LOG_INFO = 4,    /* connection events: resets from the peer, time-outs */
+    SANSOCK_LOG_DEBUG = 5    /* everything else */
+};
+
+/* Receives one message (no trailing newline; valid only during the call). Called from any
+ * thread of the context, possibly with its internal locks held: it must not call sansock. */
+typedef void (*sansock_log_fn)(void* user, int level, const char* message);
+
 struct sansock_context_attr {
     uint32_t size;                 /* sizeof(struct sansock_context_attr) */
     uint32_t provider;             /* enum sansock_provider_kind */
@@ -48,6 +63,13 @@ struct sansock_context_attr {
      * hand-offs. 0: default 1000; SANSOCK_NO_BUSY_POLL: never; at most 1000000. Thread
      * progress only (a manual-progress caller makes progress itself). */
     uint32_t busy_poll_us;
+    /* Messages at or above this level go to log (enum sansock_log_level). 0: the level named
+     * by the environment variable SANSOCK_LOG (off, error, warn, info, debug), else warn. */
+    uint32_t log_level;
+    uint32_t reserved0;            /* must be 0 */
+    /* Where messages go; NULL: standard error, one line each, prefixed "sansock: ". */
+    sansock_log_fn log;
+    void* log_user;                /* passed to log */
 };
 
 #define SANSOCK_NO_BUSY_POLL 0xffffffffu
@@ -62,6 +84,42 @@ int sansock_context_create(const struct sansock_context_attr* attr, sansock_cont
 /* Hard-closes every socket of the context, stops its thread and frees it. Sockets closing
  * gracefully in the background are reset. 0, or -EBUSY if called from a sansock callback. */
 int sansock_context_destroy(sansock_context* ctx);
+
+/* ---- Counters ----------------------------------------------------------------------------- */
+
+/* Why a connection was reset (hard-closed): the index of resets_sent / resets_received. */
+enum sansock_reset_reason {
+    SANSOCK_RESET_ABORTIVE_CLOSE = 0,  /* closed with SO_LINGER {1, 0} */
+    SANSOCK_RESET_LINGER_TIMEOUT = 1,  /* a lingering close ran out of time */
+    SANSOCK_RESET_GRACEFUL_TIMEOUT = 2,/* a background graceful close ran out of time */
+    SANSOCK_RESET_PROTOCOL_ERROR = 3,  /* the peer broke the session protocol */
+    SANSOCK_RESET_CONTEXT_DESTROY = 4, /* the context was destroyed with the socket open */
+    SANSOCK_RESET_PEER = 5,            /* received: the peer went away without a graceful close */
+    SANSOCK_RESET_NETWORK_DOWN = 6,    /* the device or port went away */
+    SANSOCK_RESET_REASONS = 7
+};
+
+/* Totals since the context was created; registered_bytes is the amount now. */
+struct sansock_context_stats {
+    uint32_t size;                     /* in: sizeof(struct sansock_context_stats) */
+    uint32_t reserved;
+    uint64_t connections_opened;       /* connects that succeeded */
+    uint64_t connections_accepted;     /* connections accepted (sansock_accept or async) */
+    uint64_t closes_dontlinger;        /* sansock_close with SO_DONTLINGER (the default) */
+    uint64_t closes_abortive;          /* sansock_close with SO_LINGER {1, 0} */
+    uint64_t closes_linger;            /* sansock_close with SO_LINGER {1, n > 0} that released the handle */
+    uint64_t graceful_completed;       /* graceful disconnects that ended with both FINs acknowledged */
+    uint64_t graceful_timed_out;       /* background graceful closes ended hard by the time-out */
+    uint64_t resets_sent[SANSOCK_RESET_REASONS];
+    uint64_t resets_received[SANSOCK_RESET_REASONS];
+    uint64_t bytes_sent;               /* stream bytes handed to the provider */
+    uint64_t bytes_received;           /* stream bytes received from peers */
+    uint64_t registered_bytes;         /* memory registered with the device now */
+};
+
+/* Fills *out (out->size must be set; a smaller size gets the leading fields). -EINVAL (NULL,
+ * size too small for the first counter). */
+int sansock_context_stats(sansock_context* ctx, struct sansock_context_stats* out);
 
 /* Manual progress: a descriptor that polls readable when sansock_progress has work, and the
  * call that does it (waits at most timeout_ms; 0 does not wait). Returns the number of events
@@ -170,6 +228,7 @@ int sansock_send_async(sansock_socket_t s, const void* buffer, size_t length, sa
 int sansock_recv_async(sansock_socket_t s, void* buffer, size_t length, sansock_callback callback, void* user);
 int sansock_accept_async(sansock_socket_t s, sansock_callback callback, void* user);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -12,6 +12,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#pragma GCC visibility push(default) /* the library is built -fvisibility=hidden */
 
 /* docs/service.md has the state tables; every call below returns 0 (or a documented
  * non-negative value) or a negated errno, never through errno. Common to every call: -EINVAL
@@ -255,6 +256,7 @@ int sansock_service_host_get_state(sansock_service_host* h);
 int sansock_service_host_endpoint_address(sansock_service_host* h, size_t endpoint, struct sockaddr* address,
                                           socklen_t* length);
 
+#pragma GCC visibility pop
 #ifdef __cplusplus
 }
 #endif

@@ -7,7 +7,7 @@
 #include <new>
 #include <system_error>
 
-#include "switch/service_internal.hpp"
+#include "service/service_internal.hpp"
 
 using namespace sansock::svc;
 using phase = sansock_channel::phase;
