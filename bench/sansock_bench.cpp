@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "bench/bench.hpp"
+#include "sansock/sansock.h"
 #include "tests/support/peer_process.hpp"
 #include "tests/support/rdma_test_env.hpp"
 
@@ -411,8 +412,9 @@ int serve_role(const std::vector<std::string>& a) {
 }
 sansock::test::peer_role_registrar register_serve("serve", serve_role);
 
-int usage(const char* argv0) {
-    std::fprintf(stderr,
+// To stderr with status 2 after a bad argument; to stdout with status 0 for --help.
+int usage(const char* argv0, FILE* out = stderr, int status = 2) {
+    std::fprintf(out,
                  "usage: %s [--short] [--iterations N] [--warmup N] [--address IPV4] [--device NAME]\n"
                  "          [--scenario NAME]... [--system NAME]... [--stream-bytes N] [--json FILE] [--csv FILE]\n"
                  "          [--client SERVER-IPV4 [--port N]]\n"
@@ -420,9 +422,17 @@ int usage(const char* argv0) {
                  "scenarios: hard_close graceful_close graceful_to_eof linger_close listener_close listener_abort\n"
                  "           service_host_close connect_teardown ping_pong bandwidth memory\n"
                  "systems: sansock rsockets raw-verbs tcp\n"
-                 "--server runs the peer halves for a --client on another host (or port); default port %d\n",
-                 argv0, argv0, static_cast<int>(default_port));
-    return 2;
+                 "--server runs the peer halves for a --client on another host (or port); default port %d\n"
+                 "       %s --help | --version\n",
+                 argv0, argv0, static_cast<int>(default_port), argv0);
+    return status;
+}
+
+int print_version() {
+    const int loaded = sansock_version();
+    std::printf("sansock-bench %s (libsansock %d.%d.%d)\n", SANSOCK_VERSION_STRING, loaded / 10000, loaded / 100 % 100,
+                loaded % 100);
+    return 0;
 }
 
 std::string json_escape(const std::string& s) {
@@ -659,6 +669,8 @@ int main(int argc, char** argv) {
         };
         std::optional<std::string> v;
         long n = 0;
+        if (a == "--help" || a == "-h") return usage(argv[0], stdout, 0);
+        if (a == "--version") return print_version();
         if (a == "--short") o.short_run = true;
         else if (a == "--iterations" && (v = value()) && number(*v, n)) o.iterations = static_cast<int>(n);
         else if (a == "--warmup" && (v = value()) && number(*v, n)) o.warmup = static_cast<int>(n);

@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: MIT
 // A thin RAII layer over sansock.h: owners for contexts and sockets. Errors stay negated
 // errnos (no exceptions); destructors never block and never throw.
+// Needs C++17 or later (the library itself is C++20; its C API works from any C++).
 #pragma once
+
+#if !defined(__cplusplus) || __cplusplus < 201703L
+#error "sansock/sansock.hpp needs C++17 or later (-std=c++17); from older C++ use sansock/sansock.h"
+#endif
 
 #include <utility>
 
@@ -27,7 +32,7 @@ public:
     ~context_owner() { reset(); }
 
     // 0 and a new context in `out`, or a negated errno.
-    static int create(const sansock_context_attr* attr, context_owner& out) noexcept {
+    [[nodiscard]] static int create(const sansock_context_attr* attr, context_owner& out) noexcept {
         sansock_context* ctx = nullptr;
         int rc = sansock_context_create(attr, &ctx);
         if (rc == 0) out = context_owner(ctx);
@@ -64,7 +69,7 @@ public:
     socket_owner& operator=(const socket_owner&) = delete;
     ~socket_owner() { reset(); }
 
-    static int open(sansock_context* ctx, socket_owner& out) noexcept {
+    [[nodiscard]] static int open(sansock_context* ctx, socket_owner& out) noexcept {
         sansock_socket_t s = 0;
         int rc = sansock_socket(ctx, &s);
         if (rc == 0) out = socket_owner(s);
@@ -78,7 +83,7 @@ public:
 
     // sansock_close with the socket's own linger option. On -EWOULDBLOCK (nonblocking
     // linger) the socket is still owned; otherwise it is gone.
-    int close() noexcept {
+    [[nodiscard]] int close() noexcept {
         if (socket_ == 0) return -ENOTSOCK;
         int rc = sansock_close(socket_);
         if (rc != -EWOULDBLOCK) socket_ = 0;
