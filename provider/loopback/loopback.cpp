@@ -119,7 +119,9 @@ struct pending_event {
 // One mutex for the whole fabric: connected instances touch each other's state.
 struct fabric {
     std::mutex mutex;
-    std::map<uint16_t, lsock*> ports; // every bound port (one socket per port, any address)
+    // Every bound socket by port. A port holds sockets on distinct addresses, or one socket on
+    // INADDR_ANY (which conflicts with every address), as on Linux without SO_REUSEADDR.
+    std::multimap<uint16_t, lsock*> ports;
     uint16_t next_port = 49152;
     std::vector<loop_instance*> members;
 };
@@ -273,8 +275,36 @@ void reset_peer(lsock* s) {
 
 void release_port(lsock* s) {
     if (!s->owns_port) return;
-    s->owner->net->ports.erase(ntohs(s->local.sin_port));
+    auto& ports = s->owner->net->ports;
+    auto [first, last] = ports.equal_range(ntohs(s->local.sin_port));
+    for (auto it = first; it != last; ++it)
+        if (it->second == s) {
+            ports.erase(it);
+            break;
+        }
     s->owns_port = false;
+}
+
+// Whether `address`:`port` may be bound: no socket holds the port on the same address, and
+// INADDR_ANY on either side conflicts with every address.
+bool address_free(const fabric& net, in_addr_t address, uint16_t port) {
+    auto [first, last] = net.ports.equal_range(port);
+    for (auto it = first; it != last; ++it) {
+        const in_addr_t bound = it->second->local.sin_addr.s_addr;
+        if (bound == address || bound == htonl(INADDR_ANY) || address == htonl(INADDR_ANY)) return false;
+    }
+    return true;
+}
+
+// Binds `s` to `address`:`port` (checked free).
+void take_address(lsock* s, in_addr_t address, uint16_t port) {
+    s->owns_port = true;
+    s->bound = true;
+    s->local = {};
+    s->local.sin_family = AF_INET;
+    s->local.sin_addr.s_addr = address;
+    s->local.sin_port = htons(port);
+    s->owner->net->ports.emplace(port, s);
 }
 
 // Frees a socket that is in the handle table (arrived or user-visible) after detaching it.
@@ -342,20 +372,15 @@ int parse_address(const sockaddr* address, socklen_t length, sockaddr_in* out) {
     return 0;
 }
 
-// Gives `s` a free ephemeral port in the fabric; -EADDRNOTAVAIL when none is left.
+// Gives `s` an ephemeral port no socket of the fabric holds on any address;
+// -EADDRNOTAVAIL when none is left.
 int bind_ephemeral(lsock* s, in_addr_t address) {
     fabric* net = s->owner->net;
     for (uint32_t tries = 0; tries < 65536 - 1024; ++tries) {
         const uint16_t port = net->next_port;
         net->next_port = port == 65535 ? 1024 : uint16_t(port + 1);
         if (net->ports.count(port) != 0) continue;
-        net->ports[port] = s;
-        s->owns_port = true;
-        s->bound = true;
-        s->local = {};
-        s->local.sin_family = AF_INET;
-        s->local.sin_addr.s_addr = address;
-        s->local.sin_port = htons(port);
+        take_address(s, address, port);
         return 0;
     }
     return -EADDRNOTAVAIL;
@@ -476,14 +501,8 @@ int lb_bind(provider::instance* self, socket_handle h, const sockaddr* address, 
     if (s->bound || s->state != sock_state::fresh) return -EINVAL;
     const uint16_t port = ntohs(a.sin_port);
     if (port == 0) return bind_ephemeral(s, a.sin_addr.s_addr);
-    if (inst->net->ports.count(port) != 0) return -EADDRINUSE;
-    inst->net->ports[port] = s;
-    s->owns_port = true;
-    s->bound = true;
-    s->local = {};
-    s->local.sin_family = AF_INET;
-    s->local.sin_addr = a.sin_addr;
-    s->local.sin_port = a.sin_port;
+    if (!address_free(*inst->net, a.sin_addr.s_addr, port)) return -EADDRINUSE;
+    take_address(s, a.sin_addr.s_addr, port);
     return 0;
 }
 
@@ -542,14 +561,17 @@ int lb_connect(provider::instance* self, socket_handle h, operation* op) {
                                                                               : target.sin_addr.s_addr;
         if (int rc = bind_ephemeral(s, local); rc < 0) return rc;
     }
-    // Find a listener on the port and address, with room in its backlog.
+    // The socket bound to the target's port on its address or on INADDR_ANY (at most one
+    // exists); a listener with room in its backlog takes the connection.
     lsock* listener = nullptr;
-    if (auto it = inst->net->ports.find(ntohs(target.sin_port)); it != inst->net->ports.end()) {
+    auto [first, last] = inst->net->ports.equal_range(ntohs(target.sin_port));
+    for (auto it = first; it != last; ++it) {
         lsock* l = it->second;
-        if (l->state == sock_state::listening && !l->owner->down &&
-            (l->local.sin_addr.s_addr == htonl(INADDR_ANY) || l->local.sin_addr.s_addr == target.sin_addr.s_addr) &&
-            l->arrived.size() < size_t(l->backlog))
+        const in_addr_t bound = l->local.sin_addr.s_addr;
+        if (bound != htonl(INADDR_ANY) && bound != target.sin_addr.s_addr) continue;
+        if (l->state == sock_state::listening && !l->owner->down && l->arrived.size() < size_t(l->backlog))
             listener = l;
+        break;
     }
     if (listener == nullptr) {
         complete(s, op, -ECONNREFUSED);

@@ -3,8 +3,12 @@
 //
 // Same semantics as the verbs provider (byte streams, a per-connection receive window of
 // recv_slots * slot_size bytes, hard close only), so the switch and the conformance suite run
-// deterministically and fast. Instances that share a fabric reach each other by IPv4 address;
-// an instance created with config.provider_specific == nullptr gets a private fabric.
+// deterministically and fast. Instances that share a fabric reach each other by IPv4 address
+// and port, as hosts on one network: a bind holds its full address (10.1.1.1:5000 and
+// 10.2.2.2:5000 may both be bound; INADDR_ANY conflicts with every address on its port, as on
+// Linux: -EADDRINUSE), and a connect reaches only the listener bound to the target's address,
+// or to INADDR_ANY, on the target's port. An instance created with config.provider_specific ==
+// nullptr gets a private fabric.
 //
 // Notes for users of the ops table:
 // - connect completes (0) as soon as a listener with room in its backlog exists; the
