@@ -4,6 +4,7 @@
 // holds its own lock around every call.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -12,7 +13,11 @@ namespace sansock {
 template <typename T>
 class handle_table {
 public:
-    explicit handle_table(uint32_t capacity) : capacity_(capacity) {}
+    // Every slot's first handle has generation `first_generation` (never 0): a table that
+    // replaces another starts at the old one's next_generation(), so no handle of the old
+    // table ever matches in the new one.
+    explicit handle_table(uint32_t capacity, uint32_t first_generation = 1)
+        : capacity_(capacity), first_generation_(first_generation != 0 ? first_generation : 1) {}
 
     // A new handle for `object` (never 0), or 0 when the table is full.
     uint64_t insert(T* object) {
@@ -23,7 +28,7 @@ public:
         } else {
             if (slots_.size() >= capacity_) return 0;
             index = static_cast<uint32_t>(slots_.size());
-            slots_.push_back({});
+            slots_.push_back({nullptr, first_generation_});
         }
         slot& s = slots_[index];
         s.object = object;
@@ -56,6 +61,14 @@ public:
 
     uint32_t size() const { return size_; }
 
+    // Once the table is empty: a generation above that of every handle it gave out (a
+    // successor's first_generation), the largest next generation of any slot.
+    uint32_t next_generation() const {
+        uint32_t next = first_generation_;
+        for (const slot& s : slots_) next = std::max(next, s.generation);
+        return next;
+    }
+
     template <typename Visit>
     void for_each(Visit&& visit) const {
         for (uint32_t index = 0; index < slots_.size(); ++index)
@@ -74,6 +87,7 @@ private:
     static uint32_t generation_of(uint64_t handle) { return static_cast<uint32_t>(handle >> 32); }
 
     uint32_t capacity_;
+    uint32_t first_generation_;
     uint32_t size_ = 0;
     std::vector<slot> slots_;
     std::vector<uint32_t> free_;

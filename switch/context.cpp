@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: MIT
-// Contexts: provider instance, progress (own thread or the caller's), the handle registry.
+// Contexts: provider instance, progress (own thread or the caller's), the handle registry,
+// the layer slot (switch/context_layer.hpp).
 #include <sys/eventfd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cstdio>
 #include <cstring>
+#include <new>
+#include <type_traits>
 
 #include "lib/handle_table.hpp"
 #include "provider/loopback/loopback.hpp"
@@ -15,21 +19,88 @@ namespace sansock::sw {
 
 namespace {
 
-// Handles are process-wide so that socket calls need no context argument, as with BSD sockets.
-struct registry {
-    std::mutex mutex;
-    handle_table<stream_socket> table{1u << 20};
+// The process-wide state (docs/architecture.md, "Process state"), and all of it. Handles are
+// process-wide so that socket calls need no context argument, as with BSD sockets: the table
+// lives from the first context to the last. Loopback contexts created without a fabric of
+// their own share one, so that two contexts in a process reach each other as two hosts
+// would: it lives from the first such context to the last. Both are constant-initialised and
+// trivially destructible: nothing runs when the library is loaded or unloaded.
+static_assert(std::is_trivially_destructible_v<std::mutex>);
+struct process_state {
+    handle_table<stream_socket>* handles = nullptr;
+    uint32_t next_generation = 1;       // the next table's first generation (no handle reused)
+    size_t contexts = 0;
+    loopback::fabric* fabric = nullptr; // the shared loopback fabric
+    size_t fabric_users = 0;
 };
-registry& handles() {
-    static registry r;
-    return r;
+constinit std::mutex process_mutex;
+constinit process_state process;
+
+// A context is being created: the first one makes the handle table. False: out of memory.
+bool context_arrives() {
+    std::lock_guard lock(process_mutex);
+    if (process.contexts == 0) {
+        process.handles = new (std::nothrow) handle_table<stream_socket>(1u << 20, process.next_generation);
+        if (process.handles == nullptr) return false;
+    }
+    ++process.contexts;
+    return true;
 }
 
-// Loopback contexts created without a fabric of their own share this one, so that two
-// contexts in a process reach each other as two hosts would.
-loopback::fabric* shared_loopback_fabric() {
-    static loopback::fabric* fabric = loopback::create_fabric();
-    return fabric;
+// A context is gone (or was never made): the last one frees the handle table.
+void context_leaves() {
+    std::lock_guard lock(process_mutex);
+    if (--process.contexts != 0) return;
+    process.next_generation = process.handles->next_generation();
+    delete process.handles;
+    process.handles = nullptr;
+}
+
+loopback::fabric* acquire_shared_fabric() {
+    std::lock_guard lock(process_mutex);
+    if (process.fabric_users == 0) {
+        process.fabric = loopback::create_fabric();
+        if (process.fabric == nullptr) return nullptr;
+    }
+    ++process.fabric_users;
+    return process.fabric;
+}
+
+// After the context's loopback instance is destroyed (it has left the fabric).
+void release_shared_fabric() {
+    std::lock_guard lock(process_mutex);
+    if (--process.fabric_users != 0) return;
+    [[maybe_unused]] const int rc = loopback::destroy_fabric(process.fabric);
+    assert(rc == 0);
+    process.fabric = nullptr;
+}
+
+// The socket behind `handle` (process_mutex held), or nullptr.
+stream_socket* find_handle(sansock_socket_t handle) {
+    return process.handles != nullptr ? process.handles->find(handle) : nullptr;
+}
+
+// Empties the context's layer slot for destroy: 0 (the layer, if any, has stopped and is
+// freed; nothing attaches any more), or -EBUSY with nothing changed.
+int stop_layer(context& ctx) {
+    layer_slot& slot = ctx.layer;
+    attached_layer* layer = nullptr;
+    {
+        std::lock_guard lock(slot.mutex);
+        if (slot.uses != 0) return -EBUSY;
+        layer = slot.layer;
+        slot.layer = nullptr;
+        slot.closed = true;
+    }
+    if (layer == nullptr) return 0;
+    // Without the slot's mutex: the layer's threads may be attaching meanwhile (and fail).
+    if (int rc = layer->stop(layer)) {
+        std::lock_guard lock(slot.mutex);
+        slot.layer = layer;
+        slot.closed = false;
+        return rc;
+    }
+    return 0;
 }
 
 void progress_loop(context* ctx) {
@@ -45,27 +116,27 @@ void progress_loop(context* ctx) {
 } // namespace
 
 sansock_socket_t register_socket(stream_socket* s) {
-    std::lock_guard lock(handles().mutex);
-    return handles().table.insert(s);
+    std::lock_guard lock(process_mutex);
+    return process.handles != nullptr ? process.handles->insert(s) : 0;
 }
 
 void unregister_socket(sansock_socket_t handle) {
-    std::lock_guard lock(handles().mutex);
-    handles().table.remove(handle);
+    std::lock_guard lock(process_mutex);
+    if (process.handles != nullptr) process.handles->remove(handle);
 }
 
 stream_socket* lock_socket(sansock_socket_t handle, std::unique_lock<std::mutex>& lock) {
     context* ctx;
     {
-        std::lock_guard guard(handles().mutex);
-        stream_socket* s = handles().table.find(handle);
+        std::lock_guard guard(process_mutex);
+        stream_socket* s = find_handle(handle);
         if (s == nullptr) return nullptr;
         ctx = s->ctx;
     }
     lock = std::unique_lock(ctx->mutex);
     // Closed while we were waiting for the lock?
-    std::lock_guard guard(handles().mutex);
-    stream_socket* s = handles().table.find(handle);
+    std::lock_guard guard(process_mutex);
+    stream_socket* s = find_handle(handle);
     if (s == nullptr || s->ctx != ctx) {
         lock.unlock();
         return nullptr;
@@ -74,14 +145,8 @@ stream_socket* lock_socket(sansock_socket_t handle, std::unique_lock<std::mutex>
 }
 
 stream_socket* find_registered(sansock_socket_t handle) {
-    std::lock_guard guard(handles().mutex);
-    return handles().table.find(handle);
-}
-
-void log_reset(context& ctx, const stream_socket& s, const std::string& reason) {
-    std::string line = "sansock: connection reset (socket " + std::to_string(s.handle) + "): " + reason;
-    std::fprintf(stderr, "%s\n", line.c_str());
-    ctx.log_lines.push_back(std::move(line));
+    std::lock_guard guard(process_mutex);
+    return find_handle(handle);
 }
 
 void run_deferred(context& ctx) {
@@ -220,8 +285,10 @@ int create_context(const sansock_context_attr* given, const context_hooks& hooks
     if (attr.provider > SANSOCK_PROVIDER_LOOPBACK || attr.progress_mode > SANSOCK_PROGRESS_MANUAL ||
         attr.window_bytes < session::min_window || attr.window_bytes > session::max_window)
         return -EINVAL;
+    if (int rc = resolve_log_attributes(attr)) return rc;
 
     auto ctx = std::make_unique<context>();
+    if (!context_arrives()) return -ENOMEM;
     ctx->attr = attr;
     ctx->hooks = hooks;
     ctx->manual_progress = attr.progress_mode == SANSOCK_PROGRESS_MANUAL;
@@ -233,12 +300,23 @@ int create_context(const sansock_context_attr* given, const context_hooks& hooks
     config.send_slots = attr.send_slots;
     config.recv_slots = attr.recv_slots;
     config.provider_specific = hooks.provider_specific;
-    if (config.provider_specific == nullptr && attr.provider == SANSOCK_PROVIDER_LOOPBACK && hooks.provider_ops == nullptr)
-        config.provider_specific = shared_loopback_fabric();
+    if (config.provider_specific == nullptr && attr.provider == SANSOCK_PROVIDER_LOOPBACK && hooks.provider_ops == nullptr) {
+        config.provider_specific = acquire_shared_fabric();
+        if (config.provider_specific == nullptr) {
+            context_leaves();
+            return -ENOMEM;
+        }
+        ctx->shared_fabric = true;
+    }
     provider::upcalls calls;
     calls.context = ctx.get();
     calls.on_connection_event = on_provider_event;
-    if (int rc = ctx->ops.create(config, calls, &ctx->instance)) return rc;
+    calls.log = provider_log;
+    if (int rc = ctx->ops.create(config, calls, &ctx->instance)) {
+        if (ctx->shared_fabric) release_shared_fabric();
+        context_leaves();
+        return rc;
+    }
     if (!ctx->manual_progress) ctx->progress_thread = std::thread(progress_loop, ctx.get());
     *out = reinterpret_cast<sansock_context*>(ctx.release());
     return 0;
@@ -262,6 +340,27 @@ int create_context(const sansock_context_attr* attr, const context_hooks& hooks,
 }
 provider::socket_handle provider_socket_of(sansock_socket_t s) { return sw::provider_socket_of(s); }
 provider::instance* provider_instance_of(sansock_context* ctx) { return sw::provider_instance_of(ctx); }
+
+int attach_layer(sansock_context* c, layer_factory make, attached_layer** out) {
+    if (c == nullptr || make == nullptr || out == nullptr) return -EINVAL;
+    layer_slot& slot = reinterpret_cast<sw::context*>(c)->layer;
+    std::lock_guard lock(slot.mutex);
+    if (slot.closed) return -EINVAL;
+    if (slot.layer == nullptr) {
+        attached_layer* made = nullptr;
+        if (int rc = make(c, &made)) return rc;
+        slot.layer = made;
+    }
+    ++slot.uses;
+    *out = slot.layer;
+    return 0;
+}
+
+void release_layer(sansock_context* c) {
+    layer_slot& slot = reinterpret_cast<sw::context*>(c)->layer;
+    std::lock_guard lock(slot.mutex);
+    --slot.uses;
+}
 } // namespace sansock
 
 using sansock::sw::context;
@@ -287,10 +386,16 @@ extern "C" int sansock_context_create(const struct sansock_context_attr* attr, s
 extern "C" int sansock_context_destroy(sansock_context* c) {
     if (c == nullptr) return -EINVAL;
     auto* ctx = reinterpret_cast<context*>(c);
-    std::vector<sansock_socket_t> handles;
     {
         std::lock_guard lock(ctx->mutex);
         if (ctx->progress_thread.get_id() == std::this_thread::get_id()) return -EBUSY;
+    }
+    // The layer above first (the service engine's threads use the sockets): -EBUSY while
+    // objects of it are alive.
+    if (int rc = sansock::sw::stop_layer(*ctx)) return rc;
+    std::vector<sansock_socket_t> handles;
+    {
+        std::lock_guard lock(ctx->mutex);
         ctx->stopping = true;
         for (auto& [s, owned] : ctx->sockets)
             if (s->handle != 0) handles.push_back(s->handle);
@@ -303,6 +408,7 @@ extern "C" int sansock_context_destroy(sansock_context* c) {
     {
         std::lock_guard lock(ctx->mutex);
         for (auto& [s, owned] : ctx->sockets) {
+            sansock::sw::reset_on_destroy(*s);
             s->handle = 0;
             sansock::sw::cancel_user_operations(*s, -ECANCELED);
         }
@@ -318,7 +424,10 @@ extern "C" int sansock_context_destroy(sansock_context* c) {
         callbacks.swap(ctx->callbacks);
     }
     for (const auto& c : callbacks) c.callback(c.user, c.result);
+    const bool shared_fabric = ctx->shared_fabric;
     delete ctx;
+    if (shared_fabric) sansock::sw::release_shared_fabric();
+    sansock::sw::context_leaves();
     return 0;
 }
 

@@ -18,6 +18,7 @@
 #include "provider/provider.hpp"
 #include "sansock/sansock.h"
 #include "switch/context_hooks.hpp"
+#include "switch/context_layer.hpp"
 #include "switch/session_protocol.hpp"
 
 namespace sansock::sw {
@@ -136,6 +137,9 @@ struct context {
     std::thread progress_thread;
     bool stopping = false;
 
+    layer_slot layer;                  // the service layer's state (switch/context_layer.hpp)
+    bool shared_fabric = false;        // uses the process's shared loopback fabric
+
     time_point now() const { return hooks.now ? hooks.now() : std::chrono::steady_clock::now(); }
 };
 
@@ -154,7 +158,8 @@ bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::fun
                 stream_socket* polled = nullptr);
 void log_reset(context& ctx, const stream_socket& s, const std::string& reason);
 
-// The process-wide handle registry.
+// The process-wide handle registry (docs/architecture.md, "Process state"): it exists from
+// the first context to the last; with no context every lookup finds nothing (-ENOTSOCK).
 sansock_socket_t register_socket(stream_socket* s);
 void unregister_socket(sansock_socket_t handle);
 // The socket behind `handle` with its context locked, or nullptr (-ENOTSOCK).

@@ -117,3 +117,32 @@ TEST_CASE("for_each visits exactly the live handles with their objects") {
     empty.for_each([&](uint64_t, int*) { ++visits; });
     CHECK(visits == 0);
 }
+
+TEST_CASE("A table started at its predecessor's next generation matches none of its handles") {
+    std::set<uint64_t> old_handles;
+    uint32_t next = 0;
+    {
+        handle_table<int> first(4);
+        int a = 1;
+        for (int round = 0; round < 5; ++round) { // slot 0 goes through five generations
+            const uint64_t h = first.insert(&a);
+            REQUIRE(h != 0);
+            old_handles.insert(h);
+            REQUIRE(first.remove(h) == &a);
+        }
+        const uint64_t other = first.insert(&a); // slot 0 again
+        old_handles.insert(other);
+        REQUIRE(first.remove(other) == &a);
+        next = first.next_generation();
+        CHECK(next == 7);
+    }
+    handle_table<int> second(4, next);
+    int b = 2;
+    for (int i = 0; i < 4; ++i) {
+        const uint64_t h = second.insert(&b);
+        REQUIRE(h != 0);
+        CHECK(old_handles.count(h) == 0);
+    }
+    for (uint64_t h : old_handles) CHECK(second.find(h) == nullptr);
+    CHECK(handle_table<int>(1, 0).insert(&b) != 0); // generation 0 is never used
+}
