@@ -23,7 +23,7 @@ void advance_close(sansock_channel& c);
 
 void on_drain(void* user, int64_t result) {
     auto& c = *static_cast<sansock_channel*>(user);
-    lock_t lock(engine().mutex);
+    lock_t lock(c.engine->mutex);
     --c.io_outstanding;
     c.drain_pending = false;
     if (result == 0)
@@ -31,19 +31,19 @@ void on_drain(void* user, int64_t result) {
     else if (result < 0)
         c.io_failed = true;
     advance_close(c);
-    engine().changed.notify_all();
+    c.engine->changed.notify_all();
 }
 
 void complete_close(sansock_channel& c) {
-    disarm_timer(c.close_timer);
+    disarm_timer(*c.engine, c.close_timer);
     c.state = SANSOCK_CHANNEL_CLOSED;
     c.close_phase = phase::none;
     if (c.close_notify) {
         c.close_notify = false;
-        finish(c.close_done, c.close_result);
+        finish(*c.engine, c.close_done, c.close_result);
     }
     if (c.host != nullptr) host_channel_changed(*c.host);
-    engine().changed.notify_all();
+    c.engine->changed.notify_all();
 }
 
 // The close's steps (lock held; nothing here blocks).
@@ -82,7 +82,7 @@ void advance_close(sansock_channel& c) {
             continue;
         }
         case phase::final_job:
-            post_job(c.close_job);
+            post_job(*c.engine, c.close_job);
             return;
         case phase::finishing:
             if (c.sending > 0 || c.receiving > 0 || c.io_outstanding > 0 || c.drain_pending) return;
@@ -129,7 +129,7 @@ void on_close_timer(timer& t) {
 
 // The close's last step, on the job thread: closes the socket (gracefully after the session
 // ended, hard on time-out or abort), then waits for pending I/O to come back.
-void run_close_job(task& t, lock_t& lock) {
+void run_close_job(service_engine&, task& t, lock_t& lock) {
     auto& c = *static_cast<sansock_channel*>(t.owner);
     if (wake_blocked_io(c)) { // posted again (advance_close) when the last one has returned
         t.running = false;
@@ -147,7 +147,7 @@ void run_close_job(task& t, lock_t& lock) {
 }
 
 // Abort's deferred half, on the job thread: resets the connection.
-void run_abort_job(task& t, lock_t& lock) {
+void run_abort_job(service_engine&, task& t, lock_t& lock) {
     auto& c = *static_cast<sansock_channel*>(t.owner);
     if (wake_blocked_io(c)) { // posted again by after_io
         c.abort_waiting = true;
@@ -165,14 +165,14 @@ void run_abort_job(task& t, lock_t& lock) {
 }
 
 // Hands an accepted channel to the host's on_channel, on the callback thread.
-void run_deliver(task& t, lock_t& lock) {
+void run_deliver(service_engine&, task& t, lock_t& lock) {
     auto& c = *static_cast<sansock_channel*>(t.owner);
     sansock_service_host* h = c.host;
     const size_t endpoint = c.endpoint;
     sansock_channel_accepted_fn fn = h->on_channel;
     void* state = h->user_state;
     t.running = false;
-    engine().changed.notify_all();
+    c.engine->changed.notify_all();
     lock.unlock();
     fn(h, endpoint, &c, state);
     lock.lock();
@@ -203,7 +203,7 @@ int io_result(sansock_channel& c, int rc) {
 }
 
 void after_io(sansock_channel& c) {
-    if (c.abort_waiting && c.sending == 0 && c.receiving == 0) post_job(c.abort_job);
+    if (c.abort_waiting && c.sending == 0 && c.receiving == 0) post_job(*c.engine, c.abort_job);
     if (c.shutdown_waiting && c.sending == 0) {
         c.shutdown_waiting = false;
         int rc = 0;
@@ -213,10 +213,10 @@ void after_io(sansock_channel& c) {
         } else {
             rc = c.cancelled ? -ECANCELED : -ENOTRECOVERABLE;
         }
-        finish(c.shutdown_done, rc);
+        finish(*c.engine, c.shutdown_done, rc);
     }
     advance_close(c);
-    engine().changed.notify_all();
+    c.engine->changed.notify_all();
 }
 
 int send_all(sansock_socket_t s, const uint8_t* p, size_t n) {
@@ -267,7 +267,7 @@ int complete_open(sansock_channel& c, int rc, sansock_socket_t* to_close) {
         c.sock = 0;
     }
     c.abort_requested = false;
-    engine().changed.notify_all();
+    c.engine->changed.notify_all();
     return rc;
 }
 
@@ -282,7 +282,7 @@ int connect_abortable(sansock_channel& c, sansock_socket_t s, const sockaddr_in&
     const auto deadline = clock::now() + std::chrono::seconds(60);
     while (rc == -EINPROGRESS) {
         {
-            lock_t lock(engine().mutex);
+            lock_t lock(c.engine->mutex);
             if (c.abort_requested) return -ECANCELED;
         }
         sansock_pollfd p{s, SANSOCK_POLLOUT, 0};
@@ -308,9 +308,9 @@ void run_open(sansock_channel* c, sansock_socket_t s, sockaddr_in to) {
     const int rc = connect_abortable(*c, s, to);
     sansock_socket_t to_close = 0;
     {
-        lock_t lock(engine().mutex);
+        lock_t lock(c->engine->mutex);
         const int result = complete_open(*c, rc, &to_close);
-        finish(c->open_done, result);
+        finish(*c->engine, c->open_done, result);
     }
     close_socket(to_close, true);
 }
@@ -319,9 +319,10 @@ void run_open(sansock_channel* c, sansock_socket_t s, sockaddr_in to) {
 
 // ---- internals shared with the listener and the host ------------------------------------------
 
-sansock_channel* channel_new(sansock_context* ctx, sansock_channel_kind kind) {
+sansock_channel* channel_new(service_engine& e, sansock_context* ctx, sansock_channel_kind kind) {
     auto* c = new sansock_channel;
     c->ctx = ctx;
+    c->engine = &e;
     c->kind = kind;
     c->drain_buffer.resize(drain_bytes);
     c->close_job.run = run_close_job;
@@ -336,7 +337,7 @@ sansock_channel* channel_new(sansock_context* ctx, sansock_channel_kind kind) {
 }
 
 void channel_delete(sansock_channel* c, lock_t& lock) {
-    engine().changed.wait(lock, [&] { return channel_quiet(*c); });
+    c->engine->changed.wait(lock, [&] { return channel_quiet(*c); });
     std::thread opener = std::move(c->opener);
     const sansock_socket_t s = c->sock;
     c->sock = 0;
@@ -352,14 +353,14 @@ void channel_accepted(sansock_channel& c, sansock_socket_t s) {
     c.accepting_on = nullptr;
     fresh_session(c);
     c.state = SANSOCK_CHANNEL_OPEN;
-    finish(c.accept_done, 0);
+    finish(*c.engine, c.accept_done, 0);
 }
 
 void channel_accept_failed(sansock_channel& c, int result) {
     c.accepting_on = nullptr;
     c.state = SANSOCK_CHANNEL_CREATED;
     c.abort_requested = false;
-    finish(c.accept_done, result);
+    finish(*c.engine, c.accept_done, result);
 }
 
 void channel_start_close(sansock_channel& c, bool notify, std::optional<uint32_t> timeout_ms) {
@@ -370,9 +371,9 @@ void channel_start_close(sansock_channel& c, bool notify, std::optional<uint32_t
     c.close_hard = faulted;
     c.close_phase = faulted ? phase::final_job : phase::wait_sends;
     if (timeout_ms && *timeout_ms != UINT32_MAX)
-        arm_timer(c.close_timer, clock::now() + std::chrono::milliseconds(*timeout_ms));
+        arm_timer(*c.engine, c.close_timer, clock::now() + std::chrono::milliseconds(*timeout_ms));
     advance_close(c);
-    engine().changed.notify_all();
+    c.engine->changed.notify_all();
 }
 
 void channel_force_hard(sansock_channel& c, int result) {
@@ -397,13 +398,13 @@ void channel_abort_locked(sansock_channel& c) {
         c.cancelled = true;
         if (c.shutdown_waiting) {
             c.shutdown_waiting = false;
-            finish(c.shutdown_done, -ECANCELED);
+            finish(*c.engine, c.shutdown_done, -ECANCELED);
         }
-        post_job(c.abort_job);
+        post_job(*c.engine, c.abort_job);
         break;
     case SANSOCK_CHANNEL_CLOSING: force_hard(c, -ECANCELED); break;
     }
-    engine().changed.notify_all();
+    c.engine->changed.notify_all();
 }
 
 } // namespace sansock::svc
@@ -416,17 +417,17 @@ extern "C" int sansock_channel_create(sansock_context* ctx, const struct sansock
                             (attr->kind != SANSOCK_CHANNEL_SESSION && attr->kind != SANSOCK_CHANNEL_NONSESSION)))
         return -EINVAL;
     if (!has_progress_thread(ctx)) return -EINVAL;
+    service_engine* e = nullptr;
+    if (int rc = engine_acquire(ctx, &e)) return rc;
     try {
-        engine_started();
-        sansock_channel* c = channel_new(ctx, attr != nullptr ? static_cast<sansock_channel_kind>(attr->kind) : SANSOCK_CHANNEL_SESSION);
+        sansock_channel* c = channel_new(*e, ctx, attr != nullptr ? static_cast<sansock_channel_kind>(attr->kind) : SANSOCK_CHANNEL_SESSION);
         if (attr != nullptr && attr->close_timeout_ms != 0) c->close_timeout_ms = attr->close_timeout_ms;
         if (attr != nullptr && attr->max_message != 0) c->max_message = attr->max_message;
         *out = c;
         return 0;
     } catch (const std::bad_alloc&) {
+        engine_release(ctx);
         return -ENOMEM;
-    } catch (const std::system_error&) {
-        return -EAGAIN;
     }
 }
 
@@ -436,7 +437,7 @@ extern "C" int sansock_channel_open(sansock_channel* c, const struct sockaddr* a
     if (int rc = validate_inet(address, length)) return rc;
     sockaddr_in to{};
     std::memcpy(&to, address, sizeof to);
-    lock_t lock(engine().mutex);
+    lock_t lock(c->engine->mutex);
     if (c->state != SANSOCK_CHANNEL_CREATED) return -EBADFD;
     if (c->opener.joinable()) { // the previous async open's thread has finished its work
         std::thread old = std::move(c->opener);
@@ -450,7 +451,7 @@ extern "C" int sansock_channel_open(sansock_channel* c, const struct sockaddr* a
     fresh_session(*c);
     c->sock = s;
     c->state = SANSOCK_CHANNEL_OPENING;
-    engine().changed.notify_all();
+    c->engine->changed.notify_all();
     if (async != nullptr) {
         begin(c->open_done, async);
         try {
@@ -477,7 +478,7 @@ extern "C" int sansock_channel_open(sansock_channel* c, const struct sockaddr* a
 
 extern "C" int sansock_channel_send(sansock_channel* c, const void* message, size_t length) {
     if (c == nullptr || (message == nullptr && length > 0)) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(c->engine->mutex);
     switch (c->state) {
     case SANSOCK_CHANNEL_OPEN: break;
     case SANSOCK_CHANNEL_FAULTED: return -ENOTRECOVERABLE;
@@ -503,7 +504,7 @@ extern "C" int sansock_channel_send(sansock_channel* c, const void* message, siz
 
 extern "C" int sansock_channel_receive(sansock_channel* c, void* buffer, size_t capacity, size_t* size) {
     if (c == nullptr || size == nullptr || (buffer == nullptr && capacity > 0)) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(c->engine->mutex);
     switch (c->state) {
     case SANSOCK_CHANNEL_OPEN: break;
     case SANSOCK_CHANNEL_FAULTED: return -ENOTRECOVERABLE;
@@ -572,7 +573,7 @@ extern "C" int sansock_channel_receive(sansock_channel* c, void* buffer, size_t 
 
 extern "C" int sansock_channel_shutdown(sansock_channel* c, const struct sansock_async_context* async) {
     if (c == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(c->engine->mutex);
     switch (c->state) {
     case SANSOCK_CHANNEL_OPEN: break;
     case SANSOCK_CHANNEL_FAULTED: return -ENOTRECOVERABLE;
@@ -583,21 +584,21 @@ extern "C" int sansock_channel_shutdown(sansock_channel* c, const struct sansock
     if (c->sending == 0) {
         int rc = sansock_shutdown(c->sock, SHUT_WR);
         if (rc < 0) rc = io_result(*c, rc);
-        engine().changed.notify_all();
+        c->engine->changed.notify_all();
         return rc;
     }
     c->shutdown_waiting = true;
     begin(c->shutdown_done, async);
-    return wait_or_async(c->shutdown_done, lock);
+    return wait_or_async(*c->engine, c->shutdown_done, lock);
 }
 
 extern "C" int sansock_channel_close(sansock_channel* c, const struct sansock_async_context* async) {
     if (c == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(c->engine->mutex);
     switch (c->state) {
     case SANSOCK_CHANNEL_CREATED:
         c->state = SANSOCK_CHANNEL_CLOSED;
-        engine().changed.notify_all();
+        c->engine->changed.notify_all();
         return 0;
     case SANSOCK_CHANNEL_CLOSED: return 0;
     case SANSOCK_CHANNEL_OPENING:
@@ -608,29 +609,29 @@ extern "C" int sansock_channel_close(sansock_channel* c, const struct sansock_as
     }
     begin(c->close_done, async);
     channel_start_close(*c, true, c->close_timeout_ms);
-    return wait_or_async(c->close_done, lock);
+    return wait_or_async(*c->engine, c->close_done, lock);
 }
 
 extern "C" int sansock_channel_abort(sansock_channel* c) {
     if (c == nullptr) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(c->engine->mutex);
     channel_abort_locked(*c);
     return 0;
 }
 
 extern "C" int sansock_channel_reset(sansock_channel* c) {
     if (c == nullptr) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(c->engine->mutex);
     switch (c->state) {
     case SANSOCK_CHANNEL_CREATED: return 0;
     case SANSOCK_CHANNEL_CLOSED:
-        engine().changed.wait(lock, [&] {
+        c->engine->changed.wait(lock, [&] {
             return task_idle(c->close_job) && task_idle(c->abort_job) && c->io_outstanding == 0 && c->sending == 0 &&
                    c->receiving == 0;
         });
         fresh_session(*c);
         c->state = SANSOCK_CHANNEL_CREATED;
-        engine().changed.notify_all();
+        c->engine->changed.notify_all();
         return 0;
     default: return -EBADFD;
     }
@@ -638,15 +639,18 @@ extern "C" int sansock_channel_reset(sansock_channel* c) {
 
 extern "C" int sansock_channel_free(sansock_channel* c) {
     if (c == nullptr) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(c->engine->mutex);
     if (c->host != nullptr) return -EPERM;
     if (c->state != SANSOCK_CHANNEL_CREATED && c->state != SANSOCK_CHANNEL_CLOSED) return -EBADFD;
+    sansock_context* ctx = c->ctx;
     channel_delete(c, lock);
+    lock.unlock();
+    engine_release(ctx); // the engine may be gone from here on
     return 0;
 }
 
 extern "C" int sansock_channel_get_state(sansock_channel* c) {
     if (c == nullptr) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(c->engine->mutex);
     return static_cast<int>(c->state);
 }

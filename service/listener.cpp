@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Listeners (docs/service.md, listener table) and the service engine their objects share.
+// Listeners (docs/service.md, listener table) and the service engine the objects of a context
+// share.
 #include <arpa/inet.h>
 
 #include <cstring>
@@ -31,7 +32,7 @@ void job_loop(service_engine& e) {
             if (!next || t->when < *next) next = t->when;
         }
         if (due != nullptr) {
-            disarm_timer(*due);
+            disarm_timer(e, *due);
             due->fire(*due);
             e.changed.notify_all();
             continue;
@@ -43,7 +44,7 @@ void job_loop(service_engine& e) {
             t->next = nullptr;
             t->queued = false;
             t->running = true;
-            t->run(*t, lock);
+            t->run(e, *t, lock);
             e.changed.notify_all();
             continue;
         }
@@ -56,7 +57,6 @@ void job_loop(service_engine& e) {
 
 void callback_loop(service_engine& e) {
     lock_t lock(e.mutex);
-    e.callback_thread_id = std::this_thread::get_id();
     while (!e.stopping) {
         if (e.callbacks_head == nullptr) {
             e.callbacks_changed.wait(lock);
@@ -68,7 +68,7 @@ void callback_loop(service_engine& e) {
         t->next = nullptr;
         t->queued = false;
         t->running = true;
-        t->run(*t, lock);
+        t->run(e, *t, lock);
         e.changed.notify_all();
     }
 }
@@ -84,61 +84,89 @@ void enqueue(task*& head, task*& tail, task& t) {
 }
 
 // Runs an async completion's callback on the callback thread.
-void deliver_completion(task& t, lock_t& lock) {
+void deliver_completion(service_engine& e, task& t, lock_t& lock) {
     auto& c = *static_cast<completion*>(t.owner);
     const sansock_async_context async = c.async;
     const int result = c.result;
     c.active = false;
     t.running = false; // the owner may be freed from inside the callback
-    engine().changed.notify_all();
+    e.changed.notify_all();
     lock.unlock();
     async.callback(result, async.state);
     lock.lock();
 }
 
+// Ends both threads (whatever they are doing has finished when this returns).
+void join_threads(service_engine& e) {
+    {
+        std::lock_guard lock(e.mutex);
+        e.stopping = true;
+    }
+    e.jobs_changed.notify_all();
+    e.callbacks_changed.notify_all();
+    if (e.job_thread.joinable()) e.job_thread.join();
+    if (e.callback_thread.joinable()) e.callback_thread.join();
+}
+
+// The layer slot's stop (sansock_context_destroy, once no object of the context is left).
+int stop_engine(sansock::attached_layer* layer) {
+    auto* e = static_cast<service_engine*>(layer);
+    const std::thread::id me = std::this_thread::get_id();
+    if (me == e->job_thread.get_id() || me == e->callback_thread.get_id()) return -EBUSY; // cannot join itself
+    join_threads(*e);
+    delete e;
+    return 0;
+}
+
+// The layer slot's factory: the context's engine with its two threads.
+int make_engine(sansock_context* ctx, sansock::attached_layer** out) {
+    auto* e = new (std::nothrow) service_engine;
+    if (e == nullptr) return -ENOMEM;
+    e->stop = stop_engine;
+    e->ctx = ctx;
+    int rc = 0;
+    try {
+        e->job_thread = std::thread(job_loop, std::ref(*e));
+        e->callback_thread = std::thread(callback_loop, std::ref(*e));
+    } catch (const std::system_error&) {
+        rc = -EAGAIN;
+    } catch (const std::bad_alloc&) {
+        rc = -ENOMEM;
+    }
+    if (rc != 0) {
+        join_threads(*e);
+        delete e;
+        return rc;
+    }
+    *out = e;
+    return 0;
+}
+
 } // namespace
 
-service_engine::~service_engine() {
-    {
-        std::lock_guard lock(mutex);
-        stopping = true;
-    }
-    jobs_changed.notify_all();
-    callbacks_changed.notify_all();
-    if (job_thread.joinable()) job_thread.join();
-    if (callback_thread.joinable()) callback_thread.join();
+int engine_acquire(sansock_context* ctx, service_engine** out) {
+    sansock::attached_layer* layer = nullptr;
+    if (int rc = sansock::attach_layer(ctx, make_engine, &layer)) return rc;
+    *out = static_cast<service_engine*>(layer);
+    return 0;
 }
 
-service_engine& engine() {
-    static service_engine e;
-    return e;
-}
+void engine_release(sansock_context* ctx) { sansock::release_layer(ctx); }
 
-service_engine& engine_started() {
-    service_engine& e = engine();
-    std::lock_guard lock(e.mutex);
-    if (!e.job_thread.joinable()) e.job_thread = std::thread(job_loop, std::ref(e));
-    if (!e.callback_thread.joinable()) e.callback_thread = std::thread(callback_loop, std::ref(e));
-    return e;
-}
-
-void post_job(task& t) {
+void post_job(service_engine& e, task& t) {
     if (t.queued) return;
-    service_engine& e = engine();
     enqueue(e.jobs_head, e.jobs_tail, t);
     e.jobs_changed.notify_all();
 }
 
-void post_callback(task& t) {
+void post_callback(service_engine& e, task& t) {
     if (t.queued) return;
-    service_engine& e = engine();
     enqueue(e.callbacks_head, e.callbacks_tail, t);
     e.callbacks_changed.notify_all();
 }
 
-void arm_timer(timer& t, clock::time_point when) {
-    service_engine& e = engine();
-    if (t.armed) disarm_timer(t);
+void arm_timer(service_engine& e, timer& t, clock::time_point when) {
+    if (t.armed) disarm_timer(e, t);
     t.when = when;
     t.armed = true;
     t.next = e.timers;
@@ -146,9 +174,8 @@ void arm_timer(timer& t, clock::time_point when) {
     e.jobs_changed.notify_all();
 }
 
-void disarm_timer(timer& t) {
+void disarm_timer(service_engine& e, timer& t) {
     if (!t.armed) return;
-    service_engine& e = engine();
     for (timer** p = &e.timers; *p != nullptr; p = &(*p)->next)
         if (*p == &t) {
             *p = t.next;
@@ -169,22 +196,22 @@ void begin(completion& c, const sansock_async_context* async) {
     c.deliver.owner = &c;
 }
 
-void finish(completion& c, int result) {
+void finish(service_engine& e, completion& c, int result) {
     c.result = result;
     if (c.internal != nullptr) {
         c.active = false;
         c.internal(c, result);
     } else if (c.async.callback != nullptr) {
-        post_callback(c.deliver);
+        post_callback(e, c.deliver);
     } else {
         c.finished = true;
     }
-    engine().changed.notify_all();
+    e.changed.notify_all();
 }
 
-int wait_or_async(completion& c, lock_t& lock) {
+int wait_or_async(service_engine& e, completion& c, lock_t& lock) {
     if (c.internal != nullptr || c.async.callback != nullptr) return -EINPROGRESS;
-    engine().changed.wait(lock, [&] { return c.finished; });
+    e.changed.wait(lock, [&] { return c.finished; });
     c.active = false;
     c.finished = false;
     return c.result;
@@ -246,14 +273,14 @@ void check_closed(sansock_listener& l) {
     if (l.state != SANSOCK_LISTENER_CLOSING || l.close_in_call) return;
     if (l.io_outstanding != 0 || l.cleanup_pending || l.sock != 0) return;
     l.state = SANSOCK_LISTENER_CLOSED;
-    finish(l.close_done, l.close_result);
+    finish(*l.engine, l.close_done, l.close_result);
 }
 
 void on_switch_accept(void* user, int64_t result) {
     auto& l = *static_cast<sansock_listener*>(user);
     sansock_socket_t reset = 0;
     {
-        lock_t lock(engine().mutex);
+        lock_t lock(l.engine->mutex);
         l.switch_accept_pending = false;
         if (result >= 0) {
             const auto s = static_cast<sansock_socket_t>(result);
@@ -272,13 +299,13 @@ void on_switch_accept(void* user, int64_t result) {
         post_switch_accept(l);
         --l.io_outstanding;
         check_closed(l);
-        engine().changed.notify_all();
+        l.engine->changed.notify_all();
     }
     close_socket(reset, true);
 }
 
 // Abort's deferred half, on the job thread: closes the listening socket.
-void run_cleanup(task& t, lock_t& lock) {
+void run_cleanup(service_engine&, task& t, lock_t& lock) {
     auto& l = *static_cast<sansock_listener*>(t.owner);
     const sansock_socket_t s = l.sock;
     l.sock = 0;
@@ -349,7 +376,7 @@ void listener_abort_locked(sansock_listener& l) {
         fail_accepts(l, -ECANCELED);
         if (l.sock != 0 && !l.cleanup_pending) {
             l.cleanup_pending = true;
-            post_job(l.cleanup);
+            post_job(*l.engine, l.cleanup);
         }
         break;
     case SANSOCK_LISTENER_CLOSING:
@@ -358,11 +385,11 @@ void listener_abort_locked(sansock_listener& l) {
             // The close ends now (CLOSED, -ECANCELED); what is still in flight is waited for by
             // reset and free.
             l.state = SANSOCK_LISTENER_CLOSED;
-            finish(l.close_done, -ECANCELED);
+            finish(*l.engine, l.close_done, -ECANCELED);
         }
         break;
     }
-    engine().changed.notify_all();
+    l.engine->changed.notify_all();
 }
 
 } // namespace sansock::svc
@@ -373,14 +400,15 @@ extern "C" int sansock_listener_create(sansock_context* ctx, const struct sansoc
     if (ctx == nullptr || out == nullptr) return -EINVAL;
     if (attr != nullptr && (attr->size < sizeof(sansock_listener_attr) || attr->backlog < 0)) return -EINVAL;
     if (!has_progress_thread(ctx)) return -EINVAL;
-    try {
-        engine_started();
-    } catch (const std::system_error&) {
-        return -EAGAIN;
-    }
+    service_engine* e = nullptr;
+    if (int rc = engine_acquire(ctx, &e)) return rc;
     auto* l = new (std::nothrow) sansock_listener;
-    if (l == nullptr) return -ENOMEM;
+    if (l == nullptr) {
+        engine_release(ctx);
+        return -ENOMEM;
+    }
     l->ctx = ctx;
+    l->engine = e;
     if (attr != nullptr && attr->backlog > 0) l->backlog = attr->backlog;
     l->cleanup.run = run_cleanup;
     l->cleanup.owner = l;
@@ -392,12 +420,12 @@ extern "C" int sansock_listener_open(sansock_listener* l, const struct sockaddr*
                                      const struct sansock_async_context* async) {
     if (l == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
     if (int rc = validate_inet(address, length)) return rc;
-    lock_t lock(engine().mutex);
+    lock_t lock(l->engine->mutex);
     if (l->state != SANSOCK_LISTENER_CREATED) return -EBADFD;
     l->state = SANSOCK_LISTENER_OPENING;
     l->abort_requested = false;
     l->close_result = 0;
-    engine().changed.notify_all();
+    l->engine->changed.notify_all();
     lock.unlock();
 
     sansock_socket_t s = 0;
@@ -415,7 +443,7 @@ extern "C" int sansock_listener_open(sansock_listener* l, const struct sockaddr*
     if (rc != 0) {
         l->state = SANSOCK_LISTENER_CREATED;
         l->abort_requested = false;
-        engine().changed.notify_all();
+        l->engine->changed.notify_all();
         lock.unlock();
         close_socket(s, true);
         return rc;
@@ -424,25 +452,25 @@ extern "C" int sansock_listener_open(sansock_listener* l, const struct sockaddr*
     l->address = bound;
     l->address_known = true;
     l->state = SANSOCK_LISTENER_OPEN;
-    engine().changed.notify_all();
+    l->engine->changed.notify_all();
     return 0;
 }
 
 extern "C" int sansock_listener_accept(sansock_listener* l, sansock_channel* channel, const struct sansock_async_context* async) {
     if (l == nullptr || channel == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(l->engine->mutex);
     const int rc = listener_accept_locked(*l, *channel, async);
     if (rc != -EINPROGRESS) return rc;
-    return wait_or_async(channel->accept_done, lock);
+    return wait_or_async(*l->engine, channel->accept_done, lock);
 }
 
 extern "C" int sansock_listener_close(sansock_listener* l, const struct sansock_async_context* async) {
     if (l == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(l->engine->mutex);
     switch (l->state) {
     case SANSOCK_LISTENER_CREATED:
         l->state = SANSOCK_LISTENER_CLOSED;
-        engine().changed.notify_all();
+        l->engine->changed.notify_all();
         return 0;
     case SANSOCK_LISTENER_CLOSED: return 0;
     case SANSOCK_LISTENER_OPENING:
@@ -465,29 +493,29 @@ extern "C" int sansock_listener_close(sansock_listener* l, const struct sansock_
     l->close_in_call = false;
     if ((l->io_outstanding == 0 && !l->cleanup_pending) || l->close_result == -ECANCELED) {
         l->state = SANSOCK_LISTENER_CLOSED;
-        engine().changed.notify_all();
+        l->engine->changed.notify_all();
         return finish_at_once(l->close_done, l->close_result);
     }
-    return wait_or_async(l->close_done, lock);
+    return wait_or_async(*l->engine, l->close_done, lock);
 }
 
 extern "C" int sansock_listener_abort(sansock_listener* l) {
     if (l == nullptr) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(l->engine->mutex);
     listener_abort_locked(*l);
     return 0;
 }
 
 extern "C" int sansock_listener_reset(sansock_listener* l) {
     if (l == nullptr) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(l->engine->mutex);
     switch (l->state) {
     case SANSOCK_LISTENER_CREATED: return 0;
     case SANSOCK_LISTENER_CLOSED:
-        engine().changed.wait(lock, [&] { return l->io_outstanding == 0 && !l->cleanup_pending && task_idle(l->cleanup); });
+        l->engine->changed.wait(lock, [&] { return l->io_outstanding == 0 && !l->cleanup_pending && task_idle(l->cleanup); });
         l->state = SANSOCK_LISTENER_CREATED;
         l->close_result = 0;
-        engine().changed.notify_all();
+        l->engine->changed.notify_all();
         return 0;
     default: return -EBADFD;
     }
@@ -495,24 +523,26 @@ extern "C" int sansock_listener_reset(sansock_listener* l) {
 
 extern "C" int sansock_listener_free(sansock_listener* l) {
     if (l == nullptr) return -EINVAL;
+    sansock_context* ctx = l->ctx;
     {
-        lock_t lock(engine().mutex);
+        lock_t lock(l->engine->mutex);
         if (l->state != SANSOCK_LISTENER_CREATED && l->state != SANSOCK_LISTENER_CLOSED) return -EBADFD;
-        engine().changed.wait(lock, [&] { return listener_quiet(*l); });
+        l->engine->changed.wait(lock, [&] { return listener_quiet(*l); });
     }
     delete l;
+    engine_release(ctx);
     return 0;
 }
 
 extern "C" int sansock_listener_get_state(sansock_listener* l) {
     if (l == nullptr) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(l->engine->mutex);
     return static_cast<int>(l->state);
 }
 
 extern "C" int sansock_listener_address(sansock_listener* l, struct sockaddr* address, socklen_t* length) {
     if (l == nullptr || address == nullptr || length == nullptr) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(l->engine->mutex);
     if (!l->address_known) return -EBADFD;
     if (*length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
     std::memcpy(address, &l->address, sizeof(sockaddr_in));

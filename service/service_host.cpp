@@ -2,8 +2,8 @@
 // Service hosts (docs/service.md, host table): a listener per endpoint, accepted channels
 // handed to the application, close that waits for each client to end its session.
 #include <cstring>
+#include <memory>
 #include <new>
-#include <system_error>
 
 #include "service/service_internal.hpp"
 
@@ -36,7 +36,7 @@ void start_accept(sansock_service_host& h, size_t i) {
     if (ep.listener == nullptr || ep.accepting != nullptr || ep.spare != nullptr) return;
     sansock_channel* c = nullptr;
     try {
-        c = channel_new(h.ctx, ep.kind);
+        c = channel_new(*h.engine, h.ctx, ep.kind);
         h.channels.reserve(h.channels.size() + 1); // so that on_accepted need not allocate
     } catch (const std::bad_alloc&) {
         delete c;
@@ -69,7 +69,7 @@ void on_accepted(completion& done, int result) {
     h.channels.push_back(c); // capacity reserved in start_accept
     switch (h.state) {
     case SANSOCK_HOST_OPEN:
-        post_callback(c->deliver);
+        post_callback(*h.engine, c->deliver);
         start_accept(h, c->endpoint);
         break;
     case SANSOCK_HOST_CLOSING: channel_start_close(*c, false, std::nullopt); break;
@@ -109,9 +109,9 @@ int validate_endpoint(const sansock_service_endpoint& e) {
 
 void host_channel_changed(sansock_service_host& h) {
     if (h.state != SANSOCK_HOST_CLOSING || h.close_in_call || !all_closed(h)) return;
-    disarm_timer(h.close_timer);
+    disarm_timer(*h.engine, h.close_timer);
     h.state = SANSOCK_HOST_CLOSED;
-    finish(h.close_done, h.close_result);
+    finish(*h.engine, h.close_done, h.close_result);
 }
 
 } // namespace sansock::svc
@@ -124,10 +124,12 @@ extern "C" int sansock_service_host_create(sansock_context* ctx, const struct sa
     for (size_t i = 0; i < count; ++i)
         if (int rc = validate_endpoint(endpoints[i])) return rc;
     if (!has_progress_thread(ctx)) return -EINVAL;
+    service_engine* e = nullptr;
+    if (int rc = engine_acquire(ctx, &e)) return rc;
     try {
-        engine_started();
-        auto* h = new sansock_service_host;
+        auto h = std::make_unique<sansock_service_host>();
         h->ctx = ctx;
+        h->engine = e;
         h->close_timeout_ms = attr->close_timeout_ms;
         h->on_channel = attr->on_channel;
         h->user_state = attr->state;
@@ -137,23 +139,22 @@ extern "C" int sansock_service_host_create(sansock_context* ctx, const struct sa
             h->endpoints[i].kind = static_cast<sansock_channel_kind>(endpoints[i].kind);
         }
         h->close_timer.fire = on_host_timer;
-        h->close_timer.owner = h;
-        *out = h;
+        h->close_timer.owner = h.get();
+        *out = h.release();
         return 0;
     } catch (const std::bad_alloc&) {
+        engine_release(ctx);
         return -ENOMEM;
-    } catch (const std::system_error&) {
-        return -EAGAIN;
     }
 }
 
 extern "C" int sansock_service_host_open(sansock_service_host* h, const struct sansock_async_context* async) {
     if (h == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(h->engine->mutex);
     if (h->state != SANSOCK_HOST_CREATED) return -EBADFD;
     h->state = SANSOCK_HOST_OPENING;
     h->abort_requested = false;
-    engine().changed.notify_all();
+    h->engine->changed.notify_all();
     lock.unlock();
 
     // Every listener opens before any channel is accepted.
@@ -182,7 +183,7 @@ extern "C" int sansock_service_host_open(sansock_service_host* h, const struct s
         lock.lock();
         h->state = SANSOCK_HOST_CREATED;
         h->abort_requested = false;
-        engine().changed.notify_all();
+        h->engine->changed.notify_all();
         return rc;
     }
     for (size_t i = 0; i < h->endpoints.size(); ++i) {
@@ -192,17 +193,17 @@ extern "C" int sansock_service_host_open(sansock_service_host* h, const struct s
     }
     h->state = SANSOCK_HOST_OPEN;
     for (size_t i = 0; i < h->endpoints.size(); ++i) start_accept(*h, i);
-    engine().changed.notify_all();
+    h->engine->changed.notify_all();
     return 0;
 }
 
 extern "C" int sansock_service_host_close(sansock_service_host* h, const struct sansock_async_context* async) {
     if (h == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(h->engine->mutex);
     switch (h->state) {
     case SANSOCK_HOST_CREATED:
         h->state = SANSOCK_HOST_CLOSED;
-        engine().changed.notify_all();
+        h->engine->changed.notify_all();
         return 0;
     case SANSOCK_HOST_CLOSED: return 0;
     case SANSOCK_HOST_OPENING:
@@ -215,7 +216,7 @@ extern "C" int sansock_service_host_close(sansock_service_host* h, const struct 
     h->close_in_call = true;
     begin(h->close_done, async);
     if (h->close_timeout_ms != 0)
-        arm_timer(h->close_timer, clock::now() + std::chrono::milliseconds(h->close_timeout_ms));
+        arm_timer(*h->engine, h->close_timer, clock::now() + std::chrono::milliseconds(h->close_timeout_ms));
     // The listeners first: no new channel; their pending accepts fail -ECANCELED.
     std::vector<sansock_listener*> listeners;
     for (auto& ep : h->endpoints)
@@ -231,17 +232,17 @@ extern "C" int sansock_service_host_close(sansock_service_host* h, const struct 
     }
     h->close_in_call = false;
     if (all_closed(*h)) {
-        disarm_timer(h->close_timer);
+        disarm_timer(*h->engine, h->close_timer);
         h->state = SANSOCK_HOST_CLOSED;
-        engine().changed.notify_all();
+        h->engine->changed.notify_all();
         return finish_at_once(h->close_done, h->close_result);
     }
-    return wait_or_async(h->close_done, lock);
+    return wait_or_async(*h->engine, h->close_done, lock);
 }
 
 extern "C" int sansock_service_host_abort(sansock_service_host* h) {
     if (h == nullptr) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(h->engine->mutex);
     switch (h->state) {
     case SANSOCK_HOST_CREATED:
     case SANSOCK_HOST_CLOSED:
@@ -261,13 +262,13 @@ extern "C" int sansock_service_host_abort(sansock_service_host* h) {
         host_channel_changed(*h);
         break;
     }
-    engine().changed.notify_all();
+    h->engine->changed.notify_all();
     return 0;
 }
 
 extern "C" int sansock_service_host_reset(sansock_service_host* h) {
     if (h == nullptr) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(h->engine->mutex);
     switch (h->state) {
     case SANSOCK_HOST_CREATED: return 0;
     case SANSOCK_HOST_CLOSED:
@@ -275,7 +276,7 @@ extern "C" int sansock_service_host_reset(sansock_service_host* h) {
         h->state = SANSOCK_HOST_CREATED;
         h->close_result = 0;
         for (auto& ep : h->endpoints) ep.bound_known = false;
-        engine().changed.notify_all();
+        h->engine->changed.notify_all();
         return 0;
     default: return -EBADFD;
     }
@@ -283,25 +284,27 @@ extern "C" int sansock_service_host_reset(sansock_service_host* h) {
 
 extern "C" int sansock_service_host_free(sansock_service_host* h) {
     if (h == nullptr) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(h->engine->mutex);
     if (h->state != SANSOCK_HOST_CREATED && h->state != SANSOCK_HOST_CLOSED) return -EBADFD;
     release_parts(*h, lock);
-    engine().changed.wait(lock, [&] { return task_idle(h->close_done.deliver) && !h->close_timer.armed; });
+    h->engine->changed.wait(lock, [&] { return task_idle(h->close_done.deliver) && !h->close_timer.armed; });
     lock.unlock();
+    sansock_context* ctx = h->ctx;
     delete h;
+    engine_release(ctx);
     return 0;
 }
 
 extern "C" int sansock_service_host_get_state(sansock_service_host* h) {
     if (h == nullptr) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(h->engine->mutex);
     return static_cast<int>(h->state);
 }
 
 extern "C" int sansock_service_host_endpoint_address(sansock_service_host* h, size_t endpoint, struct sockaddr* address,
                                                      socklen_t* length) {
     if (h == nullptr || address == nullptr || length == nullptr) return -EINVAL;
-    lock_t lock(engine().mutex);
+    lock_t lock(h->engine->mutex);
     if (endpoint >= h->endpoints.size()) return -EINVAL;
     if (!h->endpoints[endpoint].bound_known) return -EBADFD;
     if (*length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
-// Shared internals of listeners, channels and service hosts: one lock, two service threads
-// (internal jobs and timers; user callbacks), intrusive queues so abort never allocates.
+// Shared internals of listeners, channels and service hosts: per context one engine (one lock,
+// two service threads: internal jobs and timers; user callbacks), intrusive queues so abort
+// never allocates. The engine is attached to its context through the context's layer slot
+// (switch/context_layer.hpp): made with the first object created in the context, stopped and
+// freed by sansock_context_destroy.
 #pragma once
 
 #include <netinet/in.h>
@@ -16,17 +19,20 @@
 
 #include "sansock/sansock.h"
 #include "sansock/service.h"
+#include "switch/context_layer.hpp"
 
 namespace sansock::svc {
 
 using clock = std::chrono::steady_clock;
 using lock_t = std::unique_lock<std::mutex>;
 
+struct service_engine;
+
 // A unit of work for one of the service threads. Linked into its queue without allocating.
 // `run` is called with the lock held; it must set `running = false` (under the lock) before
 // it lets go of the task for good (e.g. before calling user code that may free the owner).
 struct task {
-    void (*run)(task& t, lock_t& lock) = nullptr;
+    void (*run)(service_engine& e, task& t, lock_t& lock) = nullptr;
     void* owner = nullptr;
     task* next = nullptr;
     bool queued = false;
@@ -55,8 +61,10 @@ struct completion {
     task deliver;          // async: the callback
 };
 
-struct service_engine {
-    std::mutex mutex; // guards every listener, channel and host, and the queues
+// A context's service engine. Every object of the context points to it.
+struct service_engine : sansock::attached_layer {
+    sansock_context* ctx = nullptr;
+    std::mutex mutex; // guards every listener, channel and host of the context, and the queues
     std::condition_variable changed; // any object's state changed (waiters re-check)
     std::condition_variable jobs_changed;
     std::condition_variable callbacks_changed;
@@ -68,29 +76,30 @@ struct service_engine {
     bool stopping = false;
     std::thread job_thread;
     std::thread callback_thread;
-    std::thread::id callback_thread_id;
-    ~service_engine();
 };
 
-// The engine, its threads started (call once an object is created: it may allocate).
-service_engine& engine_started();
-// The engine without starting anything (never allocates).
-service_engine& engine();
+// An object is being created in ctx: counts a use of the context's engine and gives it, made
+// and its threads started if this is the context's first object (it may allocate). 0, -EINVAL
+// (the context is being destroyed), -ENOMEM, -EAGAIN (no thread).
+int engine_acquire(sansock_context* ctx, service_engine** out);
+// The object that counted a use is freed; nothing of it touches the engine any more (call
+// without the lock). sansock_context_destroy returns -EBUSY while uses are counted.
+void engine_release(sansock_context* ctx);
 
 // Under the lock. Never allocate.
-void post_job(task& t);
-void post_callback(task& t);
-void arm_timer(timer& t, clock::time_point when);
-void disarm_timer(timer& t);
+void post_job(service_engine& e, task& t);
+void post_callback(service_engine& e, task& t);
+void arm_timer(service_engine& e, timer& t, clock::time_point when);
+void disarm_timer(service_engine& e, timer& t);
 bool task_idle(const task& t);
 
 // Starts an operation on `c` (under the lock).
 void begin(completion& c, const sansock_async_context* async);
 // Finishes it (under the lock): sync waiter woken, async callback queued, internal called.
-void finish(completion& c, int result);
+void finish(service_engine& e, completion& c, int result);
 // The call's return for a started operation that did not finish at once: waits (sync) or
 // returns -EINPROGRESS (async). Lock held on entry and exit.
-int wait_or_async(completion& c, lock_t& lock);
+int wait_or_async(service_engine& e, completion& c, lock_t& lock);
 // An operation that finished within the call: its result, no callback.
 int finish_at_once(completion& c, int result);
 
@@ -105,6 +114,7 @@ void close_socket(sansock_socket_t s, bool hard);
 
 struct sansock_listener {
     sansock_context* ctx = nullptr;
+    sansock::svc::service_engine* engine = nullptr; // the context's
     int backlog = 128;
     sansock_listener_state state = SANSOCK_LISTENER_CREATED;
     sansock_socket_t sock = 0;
@@ -125,6 +135,7 @@ struct sansock_listener {
 
 struct sansock_channel {
     sansock_context* ctx = nullptr;
+    sansock::svc::service_engine* engine = nullptr; // the context's
     sansock_channel_kind kind = SANSOCK_CHANNEL_SESSION;
     uint32_t close_timeout_ms = 30000;  // UINT32_MAX: none
     uint32_t max_message = 16u << 20;
@@ -180,6 +191,7 @@ struct sansock_service_host {
         bool bound_known = false;
     };
     sansock_context* ctx = nullptr;
+    sansock::svc::service_engine* engine = nullptr; // the context's
     sansock_service_host_state state = SANSOCK_HOST_CREATED;
     uint32_t close_timeout_ms = 0;
     sansock_channel_accepted_fn on_channel = nullptr;
@@ -203,8 +215,9 @@ void channel_start_close(sansock_channel& c, bool notify, std::optional<uint32_t
 void channel_abort_locked(sansock_channel& c);
 // A close in progress stops waiting, resets the connection and completes with `result`.
 void channel_force_hard(sansock_channel& c, int result);
-// Channel creation and destruction without the public checks.
-sansock_channel* channel_new(sansock_context* ctx, sansock_channel_kind kind);
+// Channel creation and destruction without the public checks (and without counting a use of
+// the engine: a host's channels are part of the host).
+sansock_channel* channel_new(service_engine& e, sansock_context* ctx, sansock_channel_kind kind);
 void channel_delete(sansock_channel* c, lock_t& lock); // waits for its tasks (lock held)
 // Listener internals.
 int listener_accept_locked(sansock_listener& l, sansock_channel& c, const sansock_async_context* async);

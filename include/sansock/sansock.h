@@ -81,8 +81,10 @@ void sansock_context_attr_init(struct sansock_context_attr* attr);
  * io_uring), -ENETDOWN (no RDMA stack for the verbs provider). */
 int sansock_context_create(const struct sansock_context_attr* attr, sansock_context** out);
 
-/* Hard-closes every socket of the context, stops its thread and frees it. Sockets closing
- * gracefully in the background are reset. 0, or -EBUSY if called from a sansock callback. */
+/* Hard-closes every socket of the context, stops its threads and frees it. Sockets closing
+ * gracefully in the background are reset. 0, or -EBUSY (nothing destroyed) if called from a
+ * sansock callback or while a listener, channel or service host of the context (service.h)
+ * is not freed. */
 int sansock_context_destroy(sansock_context* ctx);
 
 /* ---- Counters ----------------------------------------------------------------------------- */

@@ -19,6 +19,13 @@ extern "C" {
  * for a NULL object or a NULL required pointer. Objects must be used with a context whose
  * progress mode is SANSOCK_PROGRESS_THREAD (create gives -EINVAL otherwise).
  *
+ * Threads and context lifetime: each context has two service threads of its own (internal
+ * jobs and time-outs; user callbacks), started when the first listener, channel or service
+ * host is created in it and stopped by sansock_context_destroy. Free every listener, channel
+ * and host of a context before destroying it: while one is not freed, sansock_context_destroy
+ * returns -EBUSY and destroys nothing (the context and its objects keep working). Called from
+ * one of the context's service callbacks it returns -EBUSY too (a thread cannot stop itself).
+ *
  * Invalid in the current state: -EBADFD (SANSOCK_E_INVALID_OPERATION, WS_E_INVALID_OPERATION).
  * Faulted: -ENOTRECOVERABLE (SANSOCK_E_OBJECT_FAULTED). Cancelled by close or abort:
  * -ECANCELED (SANSOCK_E_OPERATION_ABORTED). Asynchronous: -EINPROGRESS (SANSOCK_E_ASYNC). */
@@ -28,10 +35,11 @@ extern "C" {
 /* Every open, accept, close and channel shutdown takes `const struct sansock_async_context*`.
  * NULL: the call is synchronous. Otherwise the call either completes at once (it returns the
  * final code and the callback is never called) or returns -EINPROGRESS and later calls
- * callback(result, state) exactly once. The callback runs on sansock's callback thread, never
- * on the calling thread before the call has returned. The context itself need only live for
- * the call; the object must stay valid (not freed) until the callback. Callbacks should not
- * block for long: they share one thread. */
+ * callback(result, state) exactly once. The callback runs on the callback thread of the
+ * object's sansock context, never on the calling thread before the call has returned. The
+ * async context itself need only live for the call; the object must stay valid (not freed)
+ * until the callback. Callbacks should not block for long: a context's callbacks share one
+ * thread. */
 struct sansock_async_context {
     void (*callback)(int result, void* state);
     void* state;
@@ -63,7 +71,8 @@ struct sansock_listener_attr {
 };
 
 /* Creates a listener in CREATED. attr may be NULL. -EINVAL (bad attribute, manual-progress
- * context), -ENOMEM. */
+ * context, a context being destroyed), -ENOMEM, -EAGAIN (the context's first service object:
+ * no thread for its service threads). */
 int sansock_listener_create(sansock_context* ctx, const struct sansock_listener_attr* attr, sansock_listener** out);
 
 /* CREATED -> OPENING -> OPEN: binds and listens on address (AF_INET; port 0 picks one, see
@@ -131,7 +140,8 @@ struct sansock_channel_attr {
     uint32_t max_message;      /* largest message accepted; 0: 16 MiB (16777216) */
 };
 
-/* Creates a channel in CREATED. attr may be NULL (a session channel). -EINVAL, -ENOMEM. */
+/* Creates a channel in CREATED. attr may be NULL (a session channel). -EINVAL, -ENOMEM,
+ * -EAGAIN (as for sansock_listener_create). */
 int sansock_channel_create(sansock_context* ctx, const struct sansock_channel_attr* attr, sansock_channel** out);
 
 /* CREATED -> OPENING -> OPEN: connects to address. Sync: waits (bounded by the switch's
@@ -207,7 +217,7 @@ struct sansock_service_endpoint {
     uint32_t kind;                  /* enum sansock_channel_kind */
 };
 
-/* Called (on the callback thread) with each accepted channel, which is OPEN. The host owns the
+/* Called (on the context's callback thread) with each accepted channel, which is OPEN. The host owns the
  * channel: the application may send, receive, shut it down, close or abort it, but must not
  * free it; it stays valid until the host is reset or freed. */
 typedef void (*sansock_channel_accepted_fn)(sansock_service_host* host, size_t endpoint, sansock_channel* channel,
@@ -220,7 +230,8 @@ struct sansock_service_host_attr {
     void* state;
 };
 
-/* Creates a host in CREATED with `count` (>= 1) endpoints. -EINVAL, -ENOMEM. */
+/* Creates a host in CREATED with `count` (>= 1) endpoints. -EINVAL, -ENOMEM, -EAGAIN (as for
+ * sansock_listener_create). */
 int sansock_service_host_create(sansock_context* ctx, const struct sansock_service_endpoint* endpoints, size_t count,
                                 const struct sansock_service_host_attr* attr, sansock_service_host** out);
 
