@@ -76,12 +76,25 @@ enum class connection_event : uint8_t {
     device_down, // the device or port went away (status -ENETDOWN)
 };
 
-// The switch's up-calls. Called from inside `progress` on the thread that calls it, with no
-// provider lock held; never for a socket after its close was called.
+// Levels of the log up-call; the values of enum sansock_log_level (include/sansock/sansock.h).
+enum class log_level : int {
+    error = 2, // the provider cannot do what it was asked (a device failed, a destroy leaked)
+    warn = 3,
+    info = 4,
+    debug = 5,
+};
+
+// The switch's up-calls. on_connection_event is called from inside `progress` on the thread
+// that calls it, with no provider lock held; never for a socket after its close was called.
 struct upcalls {
     void* context = nullptr;
     void (*on_connection_event)(void* context, socket_handle socket, connection_event event,
                                 int status) noexcept = nullptr;
+    // A message for the context's log (the switch filters by level): one line without a
+    // newline, valid only during the call. May come from any thread inside any entry, destroy
+    // too, with provider locks held: it takes no lock of the provider's and never calls it.
+    // Null: the provider writes its messages to standard error, prefixed "sansock: ".
+    void (*log)(void* context, log_level level, const char* message) noexcept = nullptr;
 };
 
 // Per-instance settings; the switch passes its context's. Registered memory per connection is

@@ -13,47 +13,65 @@
 #include <memory>
 #include <utility>
 
+#include "provider/provider.hpp"
+
 namespace sansock::verbs {
 
-// Logs a failed destroy to stderr; never throws. `what` is a static string.
-void report_destroy_failure(const char* what, int rc) noexcept;
+// Where an owner reports a failed destroy: the log up-call of the provider instance it belongs
+// to (provider::upcalls::log), which outlives it. An owner made outside an instance (tests)
+// has none. Construct an owner with its deleter to set it: cm_id id{nullptr, {&log}}; reset()
+// keeps it.
+struct destroy_log {
+    void (*log)(void* context, provider::log_level level, const char* message) noexcept = nullptr;
+    void* context = nullptr;
+};
+
+// Reports a failed destroy at level error, to `log` or, when it is null or has no function,
+// to standard error. Never throws, never allocates. `what` is a static string.
+void report_destroy_failure(const destroy_log* log, const char* what, int rc) noexcept;
 
 namespace detail {
 struct event_channel_deleter {
     void operator()(rdma_event_channel* channel) const noexcept { rdma_destroy_event_channel(channel); }
 };
 struct cm_id_deleter {
+    const destroy_log* log = nullptr;
     void operator()(rdma_cm_id* id) const noexcept {
-        if (int rc = rdma_destroy_id(id)) report_destroy_failure("rdma_destroy_id", rc);
+        if (int rc = rdma_destroy_id(id)) report_destroy_failure(log, "rdma_destroy_id", rc);
     }
 };
 struct pd_deleter {
+    const destroy_log* log = nullptr;
     void operator()(ibv_pd* pd) const noexcept {
-        if (int rc = ibv_dealloc_pd(pd)) report_destroy_failure("ibv_dealloc_pd", rc);
+        if (int rc = ibv_dealloc_pd(pd)) report_destroy_failure(log, "ibv_dealloc_pd", rc);
     }
 };
 struct comp_channel_deleter {
+    const destroy_log* log = nullptr;
     void operator()(ibv_comp_channel* channel) const noexcept {
         if (int rc = ibv_destroy_comp_channel(channel))
-            report_destroy_failure("ibv_destroy_comp_channel", rc);
+            report_destroy_failure(log, "ibv_destroy_comp_channel", rc);
     }
 };
 struct cq_deleter {
+    const destroy_log* log = nullptr;
     void operator()(ibv_cq* cq) const noexcept {
-        if (int rc = ibv_destroy_cq(cq)) report_destroy_failure("ibv_destroy_cq", rc);
+        if (int rc = ibv_destroy_cq(cq)) report_destroy_failure(log, "ibv_destroy_cq", rc);
     }
 };
 struct mr_deleter {
+    const destroy_log* log = nullptr;
     void operator()(ibv_mr* mr) const noexcept {
-        if (int rc = ibv_dereg_mr(mr)) report_destroy_failure("ibv_dereg_mr", rc);
+        if (int rc = ibv_dereg_mr(mr)) report_destroy_failure(log, "ibv_dereg_mr", rc);
     }
 };
 struct device_list_deleter {
     void operator()(ibv_device** list) const noexcept { ibv_free_device_list(list); }
 };
 struct context_deleter {
+    const destroy_log* log = nullptr;
     void operator()(ibv_context* context) const noexcept {
-        if (int rc = ibv_close_device(context)) report_destroy_failure("ibv_close_device", rc);
+        if (int rc = ibv_close_device(context)) report_destroy_failure(log, "ibv_close_device", rc);
     }
 };
 } // namespace detail

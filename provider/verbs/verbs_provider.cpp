@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -100,6 +101,7 @@ struct verbs_instance;
 
 // What the instance keeps per RDMA device it has used.
 struct device_resources {
+    explicit device_resources(const destroy_log* log) : pd(nullptr, {log}), channel(nullptr, {log}) {}
     verbs_instance* owner = nullptr;
     ibv_context* context = nullptr;
     protection_domain pd;
@@ -118,6 +120,8 @@ struct received_fragment {
 };
 
 struct vsocket {
+    // Its owners report a failed destroy to `log` (the instance's).
+    explicit vsocket(const destroy_log* log) : id(nullptr, {log}), mr(nullptr, {log}), cq(nullptr, {log}) {}
     socket_state state = socket_state::fresh;
     socket_handle handle = invalid_socket; // 0 until the user holds it (accepted sockets)
     cm_id id;
@@ -178,6 +182,7 @@ struct pending_upcall {
 struct verbs_instance {
     config settings;
     upcalls calls;
+    destroy_log destroy_logging; // calls.log, for the owners' destructors; outlives them all
     std::mutex progress_mutex; // one progress at a time
     std::mutex mutex;          // everything below
     std::unique_ptr<event_engine> engine;
@@ -200,10 +205,28 @@ struct verbs_instance {
     std::unordered_map<socket_handle, claim> claims;
     std::condition_variable delivered; // a claim ended
 
-    explicit verbs_instance(const config& c, const upcalls& u) : settings(c), calls(u), table(c.max_sockets) {}
+    explicit verbs_instance(const config& c, const upcalls& u)
+        : settings(c), calls(u), destroy_logging{u.log, u.context}, table(c.max_sockets) {}
 };
 
 verbs_instance* self_of(provider::instance* p) { return reinterpret_cast<verbs_instance*>(p); }
+
+const char* describe(int code) {
+    const char* text = strerrordesc_np(code < 0 ? -code : code);
+    return text != nullptr ? text : "unknown error";
+}
+
+// A message for the context's log (upcalls::log), formatted on the stack: callable on any
+// failure path, with the instance lock held.
+[[gnu::format(printf, 3, 4)]] void log(const verbs_instance& self, provider::log_level level, const char* format, ...) {
+    char message[320];
+    va_list args;
+    va_start(args, format);
+    std::vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    if (self.calls.log != nullptr) self.calls.log(self.calls.context, level, message);
+    else std::fprintf(stderr, "sansock: %s\n", message);
+}
 
 // --- helpers, called with the instance mutex held --------------------------------------------
 
@@ -233,7 +256,7 @@ void drain_completions(verbs_instance& self, vsocket& s);
 device_resources* device_for(verbs_instance& self, ibv_context* context, int* error) {
     auto found = self.devices.find(context);
     if (found != self.devices.end()) return found->second.get();
-    auto device = std::make_unique<device_resources>();
+    auto device = std::make_unique<device_resources>(&self.destroy_logging);
     device->owner = &self;
     device->context = context;
     device->pd.reset(ibv_alloc_pd(context));
@@ -568,7 +591,7 @@ void handle_connect_request(verbs_instance& self, vsocket* listener, rdma_cm_eve
         reject.push_back(id);
         return;
     }
-    auto owned = std::make_unique<vsocket>();
+    auto owned = std::make_unique<vsocket>(&self.destroy_logging);
     vsocket& s = *owned;
     s.id.reset(id);
     id->context = &s;
@@ -627,9 +650,10 @@ void handle_cm_event(verbs_instance& self, rdma_cm_event& event, std::vector<rdm
                 rc = checked(rdma_connect(s->id.get(), &param));
             }
             if (rc != 0) {
-                if (s->qp) std::fprintf(stderr, "sansock verbs: rdma_connect failed: %s\n", strerrordesc_np(-rc));
-                else std::fprintf(stderr, "sansock verbs: cannot set up the connection's QP or register its %zu-byte buffer: %s\n",
-                                  s->buffer_bytes, strerrordesc_np(-rc));
+                if (s->qp) log(self, provider::log_level::error, "verbs: rdma_connect failed: %s", describe(rc));
+                else log(self, provider::log_level::error,
+                         "verbs: cannot set up the connection's QP or register its %zu-byte buffer: %s",
+                         s->buffer_bytes, describe(rc));
                 fail_connect(self, *s, s->qp ? -ECONNREFUSED : rc);
             }
         }
@@ -696,6 +720,8 @@ void handle_cm_event(verbs_instance& self, rdma_cm_event& event, std::vector<rdm
 // device is released now, not at close: the kernel cannot finish removing a device that has no
 // way to disassociate (rxe among them) until every user context on it is closed.
 void release_device(verbs_instance& self, ibv_context* context) {
+    log(self, provider::log_level::error, "verbs: device %s was removed: its sockets fail with -ENETDOWN",
+        context->device != nullptr ? ibv_get_device_name(context->device) : "?");
     std::vector<vsocket*> dead;
     for (auto& [s, owned] : self.sockets) {
         const bool on_device = (s->id && s->id->verbs == context) || (s->device && s->device->context == context);
@@ -750,7 +776,7 @@ void on_cm_events(void* context, int, uint32_t) noexcept {
         for (rdma_cm_id* id : reject) {
             rdma_reject(id, nullptr, 0);
             if (id->qp != nullptr) rdma_destroy_qp(id);
-            rdma_destroy_id(id);
+            if (int rc = rdma_destroy_id(id)) report_destroy_failure(&self.destroy_logging, "rdma_destroy_id", rc);
         }
     }
 }
@@ -825,7 +851,7 @@ int verbs_socket(provider::instance* p, socket_handle* out) {
     verbs_instance* self = self_of(p);
     if (self == nullptr || out == nullptr) return -EINVAL;
     std::lock_guard lock(self->mutex);
-    auto owned = std::make_unique<vsocket>();
+    auto owned = std::make_unique<vsocket>(&self->destroy_logging);
     rdma_cm_id* id = nullptr;
     if (int rc = checked(rdma_create_id(self->events.get(), &id, owned.get(), RDMA_PS_TCP))) return rc;
     owned->id.reset(id);
