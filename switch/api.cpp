@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <sys/time.h>
 
+#include <cstdio>
 #include <cstring>
 
 #include "switch/switch_internal.hpp"
@@ -98,7 +99,7 @@ extern "C" int sansock_socket(sansock_context* c, sansock_socket_t* out) {
     owned->ps = ps;
     owned->window_bytes = ctx.attr.window_bytes;
     owned->send_buffer_limit = ctx.attr.window_bytes;
-    owned->handle = register_socket(owned.get());
+    owned->handle = owned->named = register_socket(owned.get());
     if (owned->handle == 0) {
         ctx.ops.close(ctx.instance, ps);
         return -EMFILE;
@@ -153,7 +154,7 @@ extern "C" int sansock_accept(sansock_socket_t h, sansock_socket_t* out, struct 
     stream_socket* accepted = s->ready.front();
     s->ready.pop_front();
     accepted->listener = nullptr;
-    accepted->handle = register_socket(accepted);
+    accepted->handle = accepted->named = register_socket(accepted);
     post_accept(*s);
     if (accepted->handle == 0) {
         hard_close(*accepted);
@@ -161,6 +162,7 @@ extern "C" int sansock_accept(sansock_socket_t h, sansock_socket_t* out, struct 
         run_deferred(ctx);
         return -EMFILE;
     }
+    note_accepted(*accepted);
     if (peer != nullptr && length != nullptr && accepted->ps != 0)
         ctx.ops.getpeername(ctx.instance, accepted->ps, peer, length);
     *out = accepted->handle;
@@ -418,12 +420,17 @@ extern "C" int sansock_close(sansock_socket_t h) {
     int result = 0;
     const bool connected = s->state == socket_state::connected;
     const bool lingering = s->linger_option.l_onoff != 0;
+    // Counted once the handle is released (every path that reaches the end of close).
+    uint64_t& closes = !lingering                        ? ctx.stats.closes_dontlinger
+                       : s->linger_option.l_linger == 0 ? ctx.stats.closes_abortive
+                                                        : ctx.stats.closes_linger;
     const auto all_sent = [&] { return s->send_queued == 0 && s->unacknowledged == 0; };
     if (!connected) {
         release_handle(*s, cancelled); // created, bound, listening, connecting or failed: nothing graceful to do
         hard_close(*s);
     } else if (lingering && s->linger_option.l_linger == 0) {
         release_handle(*s, cancelled); // LINGER 0: reset, unsent data lost
+        report_reset(*s, true, SANSOCK_RESET_ABORTIVE_CLOSE, "SO_LINGER {1, 0}");
         s->send_queue.clear();
         s->send_queued = 0;
         hard_close(*s);
@@ -431,14 +438,17 @@ extern "C" int sansock_close(sansock_socket_t h) {
         if (lingering) {
             if (s->nonblocking && !all_sent() && !s->shut_write) return -EWOULDBLOCK; // nothing starts
             if (!s->nonblocking) {
-                const auto deadline = ctx.now() + std::chrono::seconds(s->linger_option.l_linger);
+                const int seconds = s->linger_option.l_linger;
+                const auto deadline = ctx.now() + std::chrono::seconds(seconds);
                 const bool sent = wait_until(
                     ctx, lock, [&] { return all_sent() || s->state != socket_state::connected || s->handle != h; },
                     deadline, clock_kind::context, s);
                 if (s->handle != h) return -ECANCELED; // closed by another thread meanwhile
                 if (!sent) {
                     release_handle(*s, cancelled);
-                    log_reset(ctx, *s, "linger time-out with data unacknowledged");
+                    char detail[64];
+                    std::snprintf(detail, sizeof detail, "data unacknowledged after %d s", seconds);
+                    report_reset(*s, true, SANSOCK_RESET_LINGER_TIMEOUT, detail);
                     fail_socket(*s, -ETIMEDOUT);
                     hard_close(*s);
                     result = -ETIMEDOUT;
@@ -461,6 +471,7 @@ extern "C" int sansock_close(sansock_socket_t h) {
             }
         }
     }
+    ++closes;
     alive.release(); // may free the socket
     lock.unlock();
     run_deferred(ctx); // the provider close (its cancelled operations complete inside it)

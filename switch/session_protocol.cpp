@@ -2,6 +2,7 @@
 // Encoding and validation of session protocol messages.
 #include "switch/session_protocol.hpp"
 
+#include <cstdio>
 #include <cstring>
 
 namespace sansock::session {
@@ -37,46 +38,48 @@ header decode(const uint8_t* in) {
     return h;
 }
 
-std::string validate(const header& h, const receive_state& state) {
-    if (h.magic != magic) return "bad magic " + std::to_string(h.magic);
-    if (h.version != version) return "unsupported protocol version " + std::to_string(h.version);
-    if (h.reserved != 0) return "reserved field not zero";
+bool validate(const header& h, const receive_state& state, char* problem, size_t size) {
+    // The reason, formatted into the caller's buffer: nothing is allocated on this path.
+    const auto fail = [&](const char* format, auto... values) {
+        std::snprintf(problem, size, format, values...);
+        return false;
+    };
+    if (h.magic != magic) return fail("bad magic %u", unsigned(h.magic));
+    if (h.version != version) return fail("unsupported protocol version %u", unsigned(h.version));
+    if (h.reserved != 0) return fail("reserved field not zero");
     switch (h.type) {
     case message_type::hello:
-        if (state.hello_received) return "second HELLO";
-        if (h.length != 0) return "HELLO with a payload";
-        if (h.value < min_window || h.value > max_window)
-            return "HELLO window " + std::to_string(h.value) + " out of range";
-        return {};
+        if (state.hello_received) return fail("second HELLO");
+        if (h.length != 0) return fail("HELLO with a payload");
+        if (h.value < min_window || h.value > max_window) return fail("HELLO window %u out of range", h.value);
+        return true;
     case message_type::data:
-        if (!state.hello_received) return "DATA before HELLO";
-        if (state.fin_received) return "DATA after FIN";
-        if (h.length == 0 || h.length > max_data_payload) return "DATA length " + std::to_string(h.length) + " out of range";
-        if (h.value != 0) return "DATA with a nonzero value";
+        if (!state.hello_received) return fail("DATA before HELLO");
+        if (state.fin_received) return fail("DATA after FIN");
+        if (h.length == 0 || h.length > max_data_payload) return fail("DATA length %u out of range", h.length);
+        if (h.value != 0) return fail("DATA with a nonzero value");
         if (h.length > state.window_left)
-            return "credit overflow: DATA of " + std::to_string(h.length) + " bytes with " +
-                   std::to_string(state.window_left) + " bytes of window left";
-        return {};
+            return fail("credit overflow: DATA of %u bytes with %u bytes of window left", h.length, state.window_left);
+        return true;
     case message_type::credit:
-        if (!state.hello_received) return "CREDIT before HELLO";
-        if (h.length != 0) return "CREDIT with a payload";
-        if (h.value == 0) return "CREDIT of zero bytes";
+        if (!state.hello_received) return fail("CREDIT before HELLO");
+        if (h.length != 0) return fail("CREDIT with a payload");
+        if (h.value == 0) return fail("CREDIT of zero bytes");
         if (state.peer_credit + h.value > state.peer_window)
-            return "credit overflow: CREDIT of " + std::to_string(h.value) + " bytes beyond the window of " +
-                   std::to_string(state.peer_window);
-        return {};
+            return fail("credit overflow: CREDIT of %u bytes beyond the window of %u", h.value, state.peer_window);
+        return true;
     case message_type::fin:
-        if (!state.hello_received) return "FIN before HELLO";
-        if (state.fin_received) return "second FIN";
-        if (h.length != 0 || h.value != 0) return "FIN with a payload";
-        return {};
+        if (!state.hello_received) return fail("FIN before HELLO");
+        if (state.fin_received) return fail("second FIN");
+        if (h.length != 0 || h.value != 0) return fail("FIN with a payload");
+        return true;
     case message_type::fin_ack:
-        if (!state.fin_sent) return "FIN_ACK before our FIN";
-        if (state.fin_ack_received) return "second FIN_ACK";
-        if (h.length != 0 || h.value != 0) return "FIN_ACK with a payload";
-        return {};
+        if (!state.fin_sent) return fail("FIN_ACK before our FIN");
+        if (state.fin_ack_received) return fail("second FIN_ACK");
+        if (h.length != 0 || h.value != 0) return fail("FIN_ACK with a payload");
+        return true;
     }
-    return "unknown message type " + std::to_string(static_cast<int>(h.type));
+    return fail("unknown message type %u", unsigned(h.type));
 }
 
 } // namespace sansock::session

@@ -14,7 +14,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
 
 namespace sansock::session {
 
@@ -53,8 +52,9 @@ struct receive_state {
     bool fin_ack_received = false;
 };
 
-// Checks a received header against the protocol and the connection's state. Empty when the
-// message is acceptable; else the reason, for the log line of the reset.
-std::string validate(const header& h, const receive_state& state);
+// Checks a received header against the protocol and the connection's state. True when the
+// message is acceptable; else false and the reason in problem[0..size), for the log line of
+// the reset (formatted in place: nothing is allocated).
+bool validate(const header& h, const receive_state& state, char* problem, size_t size);
 
 } // namespace sansock::session

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Stream sockets over a provider: the session protocol, flow control, graceful disconnect.
 // Every function here runs with the context's mutex held.
+#include <cstdio>
 #include <cstring>
 
 #include "switch/switch_internal.hpp"
@@ -80,10 +81,27 @@ void return_credit(stream_socket& s) {
 }
 
 // The peer broke the protocol: this connection alone is reset.
-void protocol_violation(stream_socket& s, const std::string& reason) {
-    log_reset(*s.ctx, s, reason);
+void protocol_violation(stream_socket& s, const char* reason) {
+    report_reset(s, true, SANSOCK_RESET_PROTOCOL_ERROR, reason);
     fail_socket(s, -ECONNRESET);
     hard_close(s);
+}
+
+// A background graceful close ended without a reset (both FINs exchanged).
+void graceful_done(stream_socket& s) {
+    s.finished = true;
+    ++s.ctx->stats.graceful_completed;
+    if (log_enabled(*s.ctx, SANSOCK_LOG_DEBUG)) {
+        char connection[128];
+        describe_connection(s, connection, sizeof connection);
+        log_message(*s.ctx, SANSOCK_LOG_DEBUG, "connection %s: closed gracefully", connection);
+    }
+}
+
+// What a failure the provider reports (a refused request, a failed completion, an up-call)
+// means: the device went away, or the connection was reset.
+sansock_reset_reason received_reason(int code) {
+    return code == -ENETDOWN ? SANSOCK_RESET_NETWORK_DOWN : SANSOCK_RESET_PEER;
 }
 
 // The peer's provider socket closed, or the connection was lost.
@@ -91,8 +109,9 @@ void on_reset(stream_socket& s, int code) {
     if (s.session.fin_received && s.session.fin_sent) {
         // Both directions had ended: this is the peer's close after a graceful disconnect, not
         // an abort. What was received stays readable (then end of stream).
-        s.finished = s.closing;
+        if (s.closing && !s.finished) graceful_done(s);
     } else {
+        report_reset(s, false, received_reason(code));
         fail_socket(s, code);
     }
     // The provider socket is dead: closed now if the user has let go, else at the user's close.
@@ -113,8 +132,8 @@ void parse_frames(stream_socket& s) {
     size_t pos = 0;
     while (s.staged - pos >= session::header_size) {
         const session::header h = session::decode(s.staging.data() + pos);
-        std::string problem = session::validate(h, s.session);
-        if (!problem.empty()) {
+        char problem[128];
+        if (!session::validate(h, s.session, problem, sizeof problem)) {
             protocol_violation(s, problem);
             return;
         }
@@ -134,6 +153,7 @@ void parse_frames(stream_socket& s) {
                 protocol_violation(s, "data arrived after the socket was closed");
                 return;
             }
+            s.ctx->stats.bytes_received += h.length;
             if (s.shut_read) {
                 s.consumed_uncredited += h.length; // discarded, but the window comes back
                 return_credit(s);
@@ -185,7 +205,13 @@ void on_connected(stream_socket& s, provider_request& r) {
     if (s.state != socket_state::connecting) return;
     if (r.result == 0 && s.ps != 0) {
         s.state = socket_state::connected;
+        ++s.ctx->stats.connections_opened;
         start_connection(s);
+        if (log_enabled(*s.ctx, SANSOCK_LOG_DEBUG)) {
+            char connection[128];
+            describe_connection(s, connection, sizeof connection);
+            log_message(*s.ctx, SANSOCK_LOG_DEBUG, "connection %s: connected", connection);
+        }
         return;
     }
     const int code = r.result < 0 ? static_cast<int>(r.result) : -ECONNREFUSED;
@@ -217,6 +243,7 @@ void on_accepted(stream_socket& listener, provider_request& r) {
     ctx.sockets.emplace(&s, std::move(owned));
     start_connection(s);
     if (listener.handle == 0 || listener.state != socket_state::listening) {
+        report_reset(s, true, SANSOCK_RESET_ABORTIVE_CLOSE, "its listener was closed before it was accepted");
         hard_close(s); // the listener was closed meanwhile: its client sees a reset
         maybe_free(s);
         return;
@@ -284,7 +311,12 @@ void start_connection(stream_socket& s) {
     if (s.send_buffer_limit == 0) s.send_buffer_limit = window;
     s.staging.assign(staging_size, 0);
     s.staged = 0;
-    if (send_control(s, session::message_type::hello, window) != 0) {
+    socklen_t length = sizeof s.local_address;
+    s.ctx->ops.getsockname(s.ctx->instance, s.ps, reinterpret_cast<sockaddr*>(&s.local_address), &length);
+    length = sizeof s.peer_address;
+    s.ctx->ops.getpeername(s.ctx->instance, s.ps, reinterpret_cast<sockaddr*>(&s.peer_address), &length);
+    if (int rc = send_control(s, session::message_type::hello, window)) {
+        report_reset(s, false, received_reason(rc));
         fail_socket(s, -ECONNRESET);
         hard_close(s);
         return;
@@ -347,10 +379,12 @@ void pump_send(stream_socket& s) {
         s.unacknowledged += n;
         if (int rc = send_request(s, r)) {
             s.unacknowledged -= n;
+            report_reset(s, false, received_reason(rc));
             fail_socket(s, rc == -ENETDOWN ? rc : -ECONNRESET);
             hard_close(s);
             return;
         }
+        s.ctx->stats.bytes_sent += n;
     }
     if (s.shut_write && s.send_queue.empty() && !s.session.fin_sent) {
         if (send_control(s, session::message_type::fin, 0) == 0) s.session.fin_sent = true;
@@ -386,7 +420,8 @@ void deliver_async(stream_socket& s) {
         stream_socket* accepted = s.ready.front();
         s.ready.pop_front();
         accepted->listener = nullptr;
-        accepted->handle = register_socket(accepted);
+        accepted->handle = accepted->named = register_socket(accepted);
+        if (accepted->handle != 0) note_accepted(*accepted);
         const user_operation op = s.async_accepts.front();
         s.async_accepts.pop_front();
         queue_callback(s, op.callback, op.user, accepted->handle != 0 ? static_cast<int64_t>(accepted->handle) : -EMFILE);
@@ -436,6 +471,7 @@ void hard_close(stream_socket& s) {
     // Connections a closed listener held for the user are reset with it.
     for (stream_socket* connection : s.ready) {
         connection->listener = nullptr;
+        report_reset(*connection, true, SANSOCK_RESET_ABORTIVE_CLOSE, "its listener was closed before it was accepted");
         hard_close(*connection);
     }
     s.ready.clear();
@@ -444,7 +480,7 @@ void hard_close(stream_socket& s) {
 
 void finish_graceful_if_done(stream_socket& s) {
     if (s.closing && !s.finished && s.session.fin_ack_received && s.session.fin_received) {
-        s.finished = true;
+        graceful_done(s);
         hard_close(s); // the hard close after a completed graceful disconnect finds nothing pending
     }
 }
@@ -455,13 +491,29 @@ void check_timers(context& ctx) {
     for (auto& [s, owned] : ctx.sockets)
         if (s->closing && !s->finished && s->ps != 0 && now >= s->graceful_deadline) expired.push_back(s);
     for (stream_socket* s : expired) {
-        log_reset(ctx, *s, "graceful disconnect did not finish within " +
-                               std::to_string(ctx.attr.graceful_timeout_ms) + " ms");
+        char detail[64];
+        std::snprintf(detail, sizeof detail, "not finished within %u ms", ctx.attr.graceful_timeout_ms);
+        report_reset(*s, true, SANSOCK_RESET_GRACEFUL_TIMEOUT, detail);
+        ++ctx.stats.graceful_timed_out;
         s->finished = true;
         fail_socket(*s, -ETIMEDOUT);
         hard_close(*s);
         maybe_free(*s);
     }
+}
+
+void note_accepted(stream_socket& s) {
+    ++s.ctx->stats.connections_accepted;
+    if (log_enabled(*s.ctx, SANSOCK_LOG_DEBUG)) {
+        char connection[128];
+        describe_connection(s, connection, sizeof connection);
+        log_message(*s.ctx, SANSOCK_LOG_DEBUG, "connection %s: accepted", connection);
+    }
+}
+
+void reset_on_destroy(stream_socket& s) {
+    if (s.ps == 0 || s.finished || (s.session.fin_received && s.session.fin_ack_received)) return;
+    report_reset(s, true, SANSOCK_RESET_CONTEXT_DESTROY);
 }
 
 void arm_notifications(stream_socket& s) {

@@ -3,6 +3,8 @@
 // the provider. Only switch/*.cpp include this.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -71,6 +73,7 @@ struct context;
 struct stream_socket {
     context* ctx = nullptr;
     sansock_socket_t handle = 0;       // 0 once the user closed it (or before accept)
+    sansock_socket_t named = 0;        // the handle it was given, kept after close (log messages)
     provider::socket_handle ps = 0;    // 0 once the provider socket is closed
     socket_state state = socket_state::created;
     bool nonblocking = false;
@@ -82,6 +85,10 @@ struct stream_socket {
     uint32_t waiters = 0;              // blocking calls waiting on it (they keep it alive)
     uint32_t last_wait_us = UINT32_MAX; // how long its last blocking wait took (busy-poll time)
     bool notifications_off = false;    // a busy-poll left the provider not waking progress for it
+
+    bool reset_counted = false;        // its reset was counted and logged (once per connection)
+    sockaddr_in local_address{};       // once connected (log messages)
+    sockaddr_in peer_address{};
 
     // Connecting.
     provider_request* connect_request = nullptr;
@@ -132,7 +139,7 @@ struct context {
     std::unordered_map<provider::socket_handle, stream_socket*> by_provider_socket;
     std::vector<provider::socket_handle> provider_closes; // hard closes to run without the lock
     std::vector<ready_callback> callbacks;                // user callbacks to run without the lock
-    std::vector<std::string> log_lines;
+    struct sansock_context_stats stats{}; // the counters (size, registered_bytes unused)
 
     std::thread progress_thread;
     bool stopping = false;
@@ -156,7 +163,20 @@ enum class clock_kind { context, real };
 bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
                 std::optional<time_point> deadline, clock_kind clock = clock_kind::real,
                 stream_socket* polled = nullptr);
-void log_reset(context& ctx, const stream_socket& s, const std::string& reason);
+
+// --- log.cpp: the context's log (attr.log_level, log, log_user) ----------------------------------
+// Checks the log attributes and resolves log_level 0 from SANSOCK_LOG. 0 or -EINVAL.
+int resolve_log_attributes(sansock_context_attr& attr);
+bool log_enabled(const context& ctx, int level);
+// Formats on the stack (truncated at 500 bytes) and hands the line to attr.log or stderr.
+[[gnu::format(printf, 3, 4)]] void log_message(const context& ctx, int level, const char* format, ...) noexcept;
+// The provider's log up-call (provider::upcalls::log).
+void provider_log(void* context, provider::log_level level, const char* message) noexcept;
+// "10.0.0.1:49152 -> 10.0.0.2:7000 (socket 4294967297, closed by the user)" into out.
+void describe_connection(const stream_socket& s, char* out, size_t size) noexcept;
+// The connection is reset: by us (`sent`) or to us; counted in resets_sent/resets_received
+// and logged, once per connection (a connected socket only). `detail` may be null.
+void report_reset(stream_socket& s, bool sent, sansock_reset_reason reason, const char* detail = nullptr) noexcept;
 
 // The process-wide handle registry (docs/architecture.md, "Process state"): it exists from
 // the first context to the last; with no context every lookup finds nothing (-ENOTSOCK).
@@ -182,6 +202,10 @@ size_t take_received(stream_socket& s, uint8_t* out, size_t length);
 void finish_graceful_if_done(stream_socket& s);
 void fail_socket(stream_socket& s, int code);
 void deliver_async(stream_socket& s);
+// A connection was handed to the user (its handle is set): counted, logged.
+void note_accepted(stream_socket& s);
+// The context is destroyed with `s` open: its connection, if it is still live, is reset.
+void reset_on_destroy(stream_socket& s);
 // Progress is to hear of the socket's completions again (async operations, poll, queued data,
 // background close): undoes what a busy-poll left off. Lock held.
 void arm_notifications(stream_socket& s);

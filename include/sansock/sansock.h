@@ -42,8 +42,10 @@ enum sansock_log_level {
     SANSOCK_LOG_DEBUG = 5    /* everything else */
 };
 
-/* Receives one message (no trailing newline; valid only during the call). Called from any
- * thread of the context, possibly with its internal locks held: it must not call sansock. */
+/* Receives one message (no trailing newline; valid only during the call) and its level. Called
+ * from any thread running the context's code (its progress thread, a thread inside a sansock
+ * call of the context, sansock_context_create and _destroy included), from several at once,
+ * with the context's internal locks held: it must not call sansock, and should return soon. */
 typedef void (*sansock_log_fn)(void* user, int level, const char* message);
 
 struct sansock_context_attr {
@@ -63,8 +65,11 @@ struct sansock_context_attr {
      * hand-offs. 0: default 1000; SANSOCK_NO_BUSY_POLL: never; at most 1000000. Thread
      * progress only (a manual-progress caller makes progress itself). */
     uint32_t busy_poll_us;
-    /* Messages at or above this level go to log (enum sansock_log_level). 0: the level named
-     * by the environment variable SANSOCK_LOG (off, error, warn, info, debug), else warn. */
+    /* Messages of this level and the more severe ones go to log (enum sansock_log_level;
+     * SANSOCK_LOG_OFF: none; above SANSOCK_LOG_DEBUG: -EINVAL). 0: the level named by the
+     * environment variable SANSOCK_LOG (off, error, warn, info, debug, in any case), warn when
+     * it is unset or empty. A value naming no level does not fail the create: the context says
+     * so once, at warn, through log, and uses warn. */
     uint32_t log_level;
     uint32_t reserved0;            /* must be 0 */
     /* Where messages go; NULL: standard error, one line each, prefixed "sansock: ". */
@@ -89,38 +94,42 @@ int sansock_context_destroy(sansock_context* ctx);
 
 /* ---- Counters ----------------------------------------------------------------------------- */
 
-/* Why a connection was reset (hard-closed): the index of resets_sent / resets_received. */
+/* Why a connection was reset (hard-closed): the index of resets_sent (0 to 4: this context
+ * reset it) and resets_received (5 and 6: the reset came to it). A connection's reset is
+ * counted once, for the first reason, and only if it was connected until then. */
 enum sansock_reset_reason {
-    SANSOCK_RESET_ABORTIVE_CLOSE = 0,  /* closed with SO_LINGER {1, 0} */
+    SANSOCK_RESET_ABORTIVE_CLOSE = 0,  /* closed with SO_LINGER {1, 0}; or, not accepted yet, its listener was */
     SANSOCK_RESET_LINGER_TIMEOUT = 1,  /* a lingering close ran out of time */
     SANSOCK_RESET_GRACEFUL_TIMEOUT = 2,/* a background graceful close ran out of time */
     SANSOCK_RESET_PROTOCOL_ERROR = 3,  /* the peer broke the session protocol */
-    SANSOCK_RESET_CONTEXT_DESTROY = 4, /* the context was destroyed with the socket open */
+    SANSOCK_RESET_CONTEXT_DESTROY = 4, /* the context was destroyed with the connection live */
     SANSOCK_RESET_PEER = 5,            /* received: the peer went away without a graceful close */
-    SANSOCK_RESET_NETWORK_DOWN = 6,    /* the device or port went away */
+    SANSOCK_RESET_NETWORK_DOWN = 6,    /* received: the device or port went away */
     SANSOCK_RESET_REASONS = 7
 };
 
-/* Totals since the context was created; registered_bytes is the amount now. */
+/* Totals since the context was created; registered_bytes is the amount now. In C++ the type
+ * is spelled struct sansock_context_stats (the function of the same name hides it). */
 struct sansock_context_stats {
-    uint32_t size;                     /* in: sizeof(struct sansock_context_stats) */
+    uint32_t size;                     /* in: sizeof(struct sansock_context_stats); not changed */
     uint32_t reserved;
-    uint64_t connections_opened;       /* connects that succeeded */
+    uint64_t connections_opened;       /* connects that succeeded (blocking or not) */
     uint64_t connections_accepted;     /* connections accepted (sansock_accept or async) */
-    uint64_t closes_dontlinger;        /* sansock_close with SO_DONTLINGER (the default) */
-    uint64_t closes_abortive;          /* sansock_close with SO_LINGER {1, 0} */
+    uint64_t closes_dontlinger;        /* sansock_close with SO_DONTLINGER (the default), of any socket */
+    uint64_t closes_abortive;          /* sansock_close with SO_LINGER {1, 0}, of any socket */
     uint64_t closes_linger;            /* sansock_close with SO_LINGER {1, n > 0} that released the handle */
-    uint64_t graceful_completed;       /* graceful disconnects that ended with both FINs acknowledged */
+    uint64_t graceful_completed;       /* background graceful closes that ended with both FINs exchanged, no reset */
     uint64_t graceful_timed_out;       /* background graceful closes ended hard by the time-out */
     uint64_t resets_sent[SANSOCK_RESET_REASONS];
     uint64_t resets_received[SANSOCK_RESET_REASONS];
-    uint64_t bytes_sent;               /* stream bytes handed to the provider */
-    uint64_t bytes_received;           /* stream bytes received from peers */
-    uint64_t registered_bytes;         /* memory registered with the device now */
+    uint64_t bytes_sent;               /* stream payload bytes handed to the provider */
+    uint64_t bytes_received;           /* stream payload bytes received from peers (read or not) */
+    uint64_t registered_bytes;         /* memory registered with the device now (loopback: what it would be) */
 };
 
-/* Fills *out (out->size must be set; a smaller size gets the leading fields). -EINVAL (NULL,
- * size too small for the first counter). */
+/* Fills *out: the counters as one snapshot, then registered_bytes. out->size must be set: a
+ * smaller size gets the leading whole fields, a larger one the struct (the rest of *out is
+ * left as it was). -EINVAL (NULL, size too small for the first counter). */
 int sansock_context_stats(sansock_context* ctx, struct sansock_context_stats* out);
 
 /* Manual progress: a descriptor that polls readable when sansock_progress has work, and the
