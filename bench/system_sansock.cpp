@@ -8,10 +8,8 @@
 #include <thread>
 
 #include "bench/bench.hpp"
-#include "provider/verbs/verbs_provider.hpp"
 #include "sansock/sansock.hpp"
 #include "sansock/service.h"
-#include "switch/context_hooks.hpp"
 
 namespace sansock::bench {
 
@@ -248,20 +246,21 @@ int run(const request& r, control& ctl, measurement& out, std::string& why) {
         return rc;
     }
     case scenario::memory: {
-        // Per connection end, on this side: registered by this context; resident in this
-        // process (which holds both ends in one-process mode).
+        // Per connection end, on this side: registered by this context (registered_bytes of
+        // sansock_context_stats); resident in this process (which holds both ends in
+        // one-process mode).
         const uint64_t rss_before = resident_bytes();
-        provider::memory_stats before{};
-        verbs::verbs_ops.query_memory(provider_instance_of(f.ctx.get()), &before);
+        struct sansock_context_stats before{}, after{};
+        before.size = after.size = sizeof before;
+        int rc = sansock_context_stats(f.ctx.get(), &before);
+        if (rc != 0) f.fail("sansock_context_stats", rc);
         std::vector<sansock_socket_t> clients(r.param, 0);
-        int rc = 0;
         for (auto& c : clients)
             if (rc == 0) rc = f.connect(ctl, c);
         uint64_t accepted = 0;
         if (rc == 0 && (rc = ctl.wait_mark(accepted)) != 0) f.fail("waiting for the peer to accept", rc);
+        if (rc == 0 && (rc = sansock_context_stats(f.ctx.get(), &after)) != 0) f.fail("sansock_context_stats", rc);
         if (rc == 0) {
-            provider::memory_stats after{};
-            verbs::verbs_ops.query_memory(provider_instance_of(f.ctx.get()), &after);
             const uint64_t rss_after = resident_bytes();
             out.registered_bytes_per_connection = double(after.registered_bytes - before.registered_bytes) / double(r.param);
             out.resident_bytes_per_connection = double(rss_after > rss_before ? rss_after - rss_before : 0) /
