@@ -168,7 +168,7 @@ bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::fun
 // Checks the log attributes and resolves log_level 0 from SANSOCK_LOG. 0 or -EINVAL.
 int resolve_log_attributes(sansock_context_attr& attr);
 bool log_enabled(const context& ctx, int level);
-// Formats on the stack (truncated at 500 bytes) and hands the line to attr.log or stderr.
+// Formats on the stack (cut to fit a 512-byte line) and hands it to attr.log or stderr.
 [[gnu::format(printf, 3, 4)]] void log_message(const context& ctx, int level, const char* format, ...) noexcept;
 // The provider's log up-call (provider::upcalls::log).
 void provider_log(void* context, provider::log_level level, const char* message) noexcept;

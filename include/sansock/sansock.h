@@ -45,7 +45,8 @@ enum sansock_log_level {
 /* Receives one message (no trailing newline; valid only during the call) and its level. Called
  * from any thread running the context's code (its progress thread, a thread inside a sansock
  * call of the context, sansock_context_create and _destroy included), from several at once,
- * with the context's internal locks held: it must not call sansock, and should return soon. */
+ * mostly with the context's internal locks held: it must not call sansock, and should return
+ * soon. */
 typedef void (*sansock_log_fn)(void* user, int level, const char* message);
 
 struct sansock_context_attr {
@@ -124,7 +125,7 @@ struct sansock_context_stats {
     uint64_t resets_received[SANSOCK_RESET_REASONS];
     uint64_t bytes_sent;               /* stream payload bytes handed to the provider */
     uint64_t bytes_received;           /* stream payload bytes received from peers (read or not) */
-    uint64_t registered_bytes;         /* memory registered with the device now (loopback: what it would be) */
+    uint64_t registered_bytes;         /* memory registered with the device now (loopback: what verbs would register) */
 };
 
 /* Fills *out: the counters as one snapshot, then registered_bytes. out->size must be set: a
