@@ -26,7 +26,8 @@
 // sansock.h documents; bytes arrive in order and intact, with or without faults (what a side
 // reads is a prefix of what the other sent; an async send cancelled by close is either wholly
 // there or wholly missing); without faults and with both ends healthy, every byte arrives and
-// then end of stream; a reset without faults only follows the peer's close; each async
+// then end of stream (freezes and delayed completions are undone before the end and count as
+// no fault); a reset without faults only follows the peer's close; each async
 // operation completes exactly once, never inside the call that started it; both contexts'
 // destroy returns 0 and frees everything (ASan's leak check).
 #include <sys/time.h>
@@ -87,6 +88,7 @@ struct side_state {
     bool ended = false;         // a recv returned 0
     uint64_t sent_bytes = 0;    // accepted by send and send_async
     uint64_t read_bytes = 0;    // returned by recv and recv_async
+    provider::socket_handle ps = 0; // the provider socket, kept to undo faults after a close
     std::deque<chunk> chunks;   // what this side sent, in order
     std::deque<read_slot> reads;
     std::deque<async_op> asyncs;
@@ -98,6 +100,8 @@ struct run {
     loopback::fabric* net = nullptr;
     side_state sides[2];
     bool faults = false;          // a fault was injected
+    bool destructive = false;     // a connection was dropped or a device went down (freeze and
+                                  // delayed completions are undone before the end: benign)
     bool tick_after_close = false;
     bool destroying = false;      // callbacks may report resets the contexts' destroy caused
     async_op* starting = nullptr; // the async op whose start call is running
@@ -127,12 +131,12 @@ struct run {
 
     // An error from a call or callback on a connection: a reset must have a cause.
     void note_error(side_state& x, const char* call, int64_t rc) {
-        if (rc == -ENETDOWN && !faults) die("%s: -ENETDOWN without a device going down", call);
+        if (rc == -ENETDOWN && !destructive) die("%s: -ENETDOWN without a device going down", call);
         if (rc == -ECONNRESET || rc == -ENETDOWN) {
             x.saw_reset = true;
             const side_state& other = peer_of(x);
-            if (!faults && !other.closed && !x.closed && !destroying)
-                die("%s on side %d: -ECONNRESET without a fault, and the peer never closed", call, x.index);
+            if (!destructive && !other.closed && !x.closed && !destroying)
+                die("%s on side %d: -ECONNRESET without a drop or device down, and the peer never closed", call, x.index);
         }
         if (rc == -ETIMEDOUT && !x.closed) die("%s: -ETIMEDOUT on an open socket", call);
     }
@@ -275,6 +279,7 @@ struct run {
     void fault(side_state& x, int what, reader& in) {
         provider::instance* inst = provider_instance_of(x.ctx);
         const provider::socket_handle ps = provider_socket_of(x.s); // 0 once closed
+        if (ps != 0) x.ps = ps;
         int rc = 0;
         switch (what) {
         case 12: rc = loopback::freeze(inst, ps, true); break;
@@ -286,6 +291,7 @@ struct run {
         }
         if (rc != 0 && rc != -ENOTSOCK && rc != -ENOTCONN) die("fault %d gave %d", what, rc);
         if (rc == 0) faults = true;
+        if (rc == 0 && (what == 14 || what == 17)) destructive = true;
     }
 
     void operation(uint8_t c, reader& in) {
@@ -520,6 +526,15 @@ struct run {
     }
 
     void finish(bool abort_at_end) {
+        // Benign faults end: frozen connections thaw, held completions are released.
+        // (The provider socket may outlive the handle: a graceful close goes on in the background.)
+        for (side_state& x : sides) {
+            if (x.ps == 0) continue;
+            provider::instance* inst = provider_instance_of(x.ctx);
+            if (int rc = loopback::freeze(inst, x.ps, false); rc != 0 && rc != -ENOTSOCK) die("unfreeze at the end: %d", rc);
+            if (int rc = loopback::release_completions(inst, x.ps); rc != 0 && rc != -ENOTSOCK)
+                die("release_completions at the end: %d", rc);
+        }
         drain();
         // Every byte must arrive: no fault, the reader open and reading, the writer not reset,
         // and no reason for a reset (data towards a closed writer, a graceful time-out after a
@@ -527,7 +542,7 @@ struct run {
         bool complete[2];
         for (side_state& from : sides) {
             const side_state& to = peer_of(from);
-            complete[from.index] = !faults && !to.closed && !to.read_shut && !from.aborted && !to.saw_reset &&
+            complete[from.index] = !destructive && !to.closed && !to.read_shut && !from.aborted && !to.saw_reset &&
                                    !tick_after_close && !(from.closed && to.sent_bytes > 0);
         }
         for (side_state& x : sides)
