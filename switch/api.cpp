@@ -428,6 +428,9 @@ extern "C" int sansock_close(sansock_socket_t h) {
     if (!connected) {
         release_handle(*s, cancelled); // created, bound, listening, connecting or failed: nothing graceful to do
         hard_close(*s);
+        // SO_LINGER {1, n} promises the data arrived: a connection that failed with data unsent
+        // or unacknowledged gives its failure (docs/semantics.md, section 2).
+        if (lingering && s->linger_option.l_linger > 0 && s->data_lost) result = s->failure;
     } else if (lingering && s->linger_option.l_linger == 0) {
         release_handle(*s, cancelled); // LINGER 0: reset, unsent data lost
         report_reset(*s, true, SANSOCK_RESET_ABORTIVE_CLOSE, "SO_LINGER {1, 0}");
@@ -452,6 +455,12 @@ extern "C" int sansock_close(sansock_socket_t h) {
                     fail_socket(*s, -ETIMEDOUT);
                     hard_close(*s);
                     result = -ETIMEDOUT;
+                } else if (s->state == socket_state::failed && s->data_lost) {
+                    // Reset, device gone or peer dead while close waited: 0 would say that every
+                    // byte was acknowledged. The handle is released all the same.
+                    release_handle(*s, cancelled);
+                    hard_close(*s);
+                    result = s->failure;
                 }
             }
         }

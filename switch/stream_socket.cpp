@@ -257,6 +257,7 @@ void on_accepted(stream_socket& listener, provider_request& r) {
 void on_sent(stream_socket& s, provider_request& r) {
     s.unacknowledged -= r.data_bytes;
     if (r.result < 0) {
+        if (r.data_bytes > 0) s.data_lost = true;
         if (r.result != -ECANCELED) on_reset(s, static_cast<int>(r.result));
         return;
     }
@@ -379,6 +380,7 @@ void pump_send(stream_socket& s) {
         s.unacknowledged += n;
         if (int rc = send_request(s, r)) {
             s.unacknowledged -= n;
+            s.data_lost = true;
             report_reset(s, false, received_reason(rc));
             fail_socket(s, rc == -ENETDOWN ? rc : -ECONNRESET);
             hard_close(s);
@@ -442,6 +444,7 @@ void deliver_async(stream_socket& s) {
 
 void fail_socket(stream_socket& s, int code) {
     if (s.state == socket_state::failed) return;
+    if (s.send_queued > 0 || s.unacknowledged > 0) s.data_lost = true; // it can never be acknowledged now
     s.state = socket_state::failed;
     s.failure = code;
     s.pending_error = code;

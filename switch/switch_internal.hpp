@@ -106,6 +106,7 @@ struct stream_socket {
     size_t send_buffer_limit = 0;
     uint32_t window_bytes = 0;         // the receive window this socket advertises
     uint64_t unacknowledged = 0;       // DATA bytes given to the provider, not yet acknowledged
+    bool data_lost = false;            // the connection failed with data sent but not acknowledged
     bool shut_write = false;           // our FIN and FIN_ACK state lives in `session`
     session::receive_state session;
 

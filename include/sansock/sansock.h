@@ -200,12 +200,14 @@ int sansock_getpeername(sansock_socket_t s, struct sockaddr* address, socklen_t*
  *   is closed gracefully in the background, hard after the context's graceful time-out.
  * - SO_LINGER 0: returns 0 at once; the connection is reset, unsent data is lost.
  * - SO_LINGER n, blocking socket: waits until all data is sent and acknowledged, or n seconds;
- *   on time-out the connection is reset and close returns -ETIMEDOUT. The handle is released
- *   either way.
+ *   on time-out the connection is reset and close returns -ETIMEDOUT. 0 means every byte was
+ *   acknowledged: a connection that fails while close waits (or had failed before) with data
+ *   unsent or unacknowledged gives its failure, -ECONNRESET or -ENETDOWN. The handle is
+ *   released either way.
  * - SO_LINGER n, nonblocking socket, data still unsent: -EWOULDBLOCK; the handle stays valid
  *   and no disconnect starts, until linger is changed or shutdown is called.
  * Pending asynchronous operations complete -ECANCELED before close returns; no other callback
- * runs for the socket afterwards. -ENOTSOCK, -EWOULDBLOCK, -ETIMEDOUT. */
+ * runs for the socket afterwards. -ENOTSOCK, -EWOULDBLOCK, -ETIMEDOUT, -ECONNRESET, -ENETDOWN. */
 int sansock_close(sansock_socket_t s);
 
 /* ---- Poll --------------------------------------------------------------------------------- */

@@ -102,7 +102,8 @@ inline const std::initializer_list<int> getsockopt = {ENOTSOCK, ENOPROTOOPT, EIN
 // getsockname, getpeername: the header lists nothing but -ENOTSOCK; an unconnected or reset
 // socket gives -ENOTCONN or its reset (found by this target).
 inline const std::initializer_list<int> getname = {ENOTSOCK, EINVAL, ENOTCONN, ECONNRESET, ENETDOWN};
-inline const std::initializer_list<int> close = {ENOTSOCK, EWOULDBLOCK, ETIMEDOUT};
+// SO_LINGER {1, n} on a connection that failed with data not acknowledged gives its failure.
+inline const std::initializer_list<int> close = {ENOTSOCK, EWOULDBLOCK, ETIMEDOUT, ECONNRESET, ENETDOWN};
 inline const std::initializer_list<int> poll = {EINVAL};
 // send_async/recv_async: "a negated errno and no callback", the errors of send and recv.
 inline const std::initializer_list<int> send_async = send;

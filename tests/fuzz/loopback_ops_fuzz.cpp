@@ -270,9 +270,13 @@ struct run {
         if (x.closed) return;
         if (rc == -EWOULDBLOCK && mode != 3) die("sansock_close gave -EWOULDBLOCK in linger mode %d", mode);
         if (rc == -ETIMEDOUT && mode != 2) die("sansock_close gave -ETIMEDOUT in linger mode %d", mode);
+        // SO_LINGER {1, n}: the connection had failed with data not acknowledged.
+        const bool failed = rc == -ECONNRESET || rc == -ENETDOWN;
+        if (failed && mode < 2) die("sansock_close gave %d in linger mode %d", rc, mode);
+        if (failed) note_error(x, "sansock_close", rc);
         if (rc == -EWOULDBLOCK) return; // the handle stays valid
         x.closed = true;
-        if (mode == 1 || rc == -ETIMEDOUT) x.aborted = true;
+        if (mode == 1 || rc == -ETIMEDOUT || failed) x.aborted = true;
         else x.write_shut = true;
     }
 

@@ -394,10 +394,14 @@ struct run {
             if (mode != 3) die("sansock_close gave -EWOULDBLOCK in linger mode %d", mode);
         } else if (rc == -ETIMEDOUT) {
             if (mode != 2) die("sansock_close gave -ETIMEDOUT in linger mode %d", mode);
+        } else if (rc == -ECONNRESET) {
+            // SO_LINGER {1, n}: the connection failed with data not acknowledged.
+            if (mode < 2) die("sansock_close gave -ECONNRESET in linger mode %d", mode);
+            note_result("sansock_close", rc);
         } else if (rc != 0) {
             die("sansock_close gave %d", rc);
         }
-        if (rc == 0 || rc == -ETIMEDOUT) {
+        if (rc == 0 || rc == -ETIMEDOUT || rc == -ECONNRESET) {
             app_closed = true;
             if (mode != 1 && rc == 0) write_shut = true;
         }

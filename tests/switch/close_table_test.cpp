@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The close table of docs/semantics.md section 2: DONTLINGER, LINGER 0, LINGER n blocking and
-// nonblocking, and the handle after close.
+// nonblocking (0 only when every byte was acknowledged, else the failure), and the handle after
+// close.
 #include "tests/switch/switch_test_support.hpp"
 
 namespace sansock::switchtest {
@@ -142,6 +143,66 @@ TEST_CASE("LINGER n on a blocking socket times out after n seconds of the contex
     // The connection was reset: the peer's receives fail (unread data may be discarded).
     CHECK(wait_for_recv_error(c.server) == -ECONNRESET);
     CHECK(sansock_close(c.server) == 0);
+}
+
+TEST_CASE("LINGER n on a blocking socket whose connection fails while close waits returns the failure, not 0; the handle is released") {
+    watchdog guard("LINGER n blocking, connection fails");
+    world w;
+    sansock_context* a = w.host();
+    sansock_context* b = w.host();
+    const connection c = connect_pair(a, b);
+    fill_until_full(c.client, false); // the peer does not read: part of it stays unacknowledged
+    REQUIRE(set_linger(c.client, 1, 30) == 0);
+    background<int> closing("LINGER 30 close", [s = c.client] { return sansock_close(s); });
+    CHECK_FALSE(closing.wait(300ms));
+    int expected = 0;
+    SUBCASE("the peer resets (SO_LINGER {1, 0})") {
+        expected = -ECONNRESET;
+        REQUIRE(set_linger(c.server, 1, 0) == 0);
+        REQUIRE(sansock_close(c.server) == 0);
+    }
+    SUBCASE("the connection is lost") {
+        expected = -ECONNRESET;
+        REQUIRE(loopback::drop_connection(provider_instance_of(b), provider_socket_of(c.server)) == 0);
+    }
+    SUBCASE("the closing side's device goes down") {
+        expected = -ENETDOWN;
+        REQUIRE(loopback::set_device_down(provider_instance_of(a)) == 0);
+    }
+    CAPTURE(expected);
+    CHECK(closing.wait(10s));
+    CHECK(closing.result() == expected); // 0 would say that every byte was acknowledged
+    CHECK(sansock_close(c.client) == -ENOTSOCK);
+    sansock_close(c.server); // 0, or -ENOTSOCK where the peer closed it above
+}
+
+TEST_CASE("LINGER n close of a socket that already failed: its failure if data was unsent or unacknowledged, else 0") {
+    watchdog guard("LINGER n, already failed");
+    world w;
+    sansock_context* a = w.host();
+    sansock_context* b = w.host();
+    const connection c = connect_pair(a, b);
+    bool unsent = true;
+    bool nonblocking = false;
+    SUBCASE("blocking, data unsent") {}
+    SUBCASE("nonblocking, data unsent") { nonblocking = true; }
+    SUBCASE("blocking, everything acknowledged before the reset") { unsent = false; }
+    CAPTURE(unsent);
+    CAPTURE(nonblocking);
+    if (unsent) {
+        fill_until_full(c.client, nonblocking);
+    } else {
+        const auto data = pattern_bytes(0, 5000);
+        REQUIRE(send_all(c.client, data.data(), data.size()) == 0);
+        CHECK(recv_exact(c.server, data.size()) == data);
+        REQUIRE(set_nonblocking(c.client, nonblocking) == 0);
+    }
+    REQUIRE(set_linger(c.server, 1, 0) == 0);
+    REQUIRE(sansock_close(c.server) == 0); // resets the client's connection
+    CHECK(eventually([&] { return (poll_one(c.client, 0, 0) & SANSOCK_POLLERR) != 0; }));
+    REQUIRE(set_linger(c.client, 1, 5) == 0);
+    CHECK(bounded("close", [s = c.client] { return sansock_close(s); }, 5s) == (unsent ? -ECONNRESET : 0));
+    CHECK(sansock_close(c.client) == -ENOTSOCK);
 }
 
 TEST_CASE("LINGER n on a nonblocking socket with unsent data: -EWOULDBLOCK, the handle stays, no disconnect starts") {
