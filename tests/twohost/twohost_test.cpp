@@ -8,7 +8,9 @@
 // and slow (netem in both guests).
 //
 // Without SANSOCK_TWOHOST_CTL (the runner's control directory) the binary exits 77 (SKIP).
-// SANSOCK_TWOHOST_MIB sets the size of the checksummed transfer each way (default 64).
+// SANSOCK_TWOHOST_MIB sets the size of the checksummed transfer each way (default 64),
+// SANSOCK_TWOHOST_LOSS_MIB that of the lossy one (default 1). docs/testing.md, "Two hosts",
+// says what each case shows.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
@@ -348,7 +350,8 @@ void report_received(const std::string& prefix, const received& d) {
     report(prefix + "last_call_ms", static_cast<long>(d.last_call_s * 1000));
 }
 
-// Sends `total` bytes of stream `seed` (UINT64_MAX: until an error), with a running checksum.
+// Sends `total` bytes of stream `seed` (UINT64_MAX: until an error), with a running checksum;
+// at most `pace` bytes a second if it is not 0.
 struct sent {
     uint64_t bytes = 0;
     uint64_t fnv = fnv_basis;
@@ -356,10 +359,13 @@ struct sent {
     double last_call_s = 0; // how long that send took
     steady_clock::time_point ended;
 };
-sent send_stream(sansock_socket_t s, uint64_t seed, uint64_t total) {
+sent send_stream(sansock_socket_t s, uint64_t seed, uint64_t total, uint64_t pace = 0) {
     sent d;
     std::vector<uint8_t> buffer(chunk_size);
+    const auto start = steady_clock::now();
     while (d.bytes < total) {
+        if (pace != 0)
+            std::this_thread::sleep_until(start + std::chrono::microseconds(d.bytes * 1000000 / pace));
         const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), total - d.bytes));
         fill_stream(buffer.data(), d.bytes, n, seed);
         size_t done = 0;
@@ -433,7 +439,9 @@ void send_byte(sansock_socket_t s, uint8_t b) {
 // Both directions at once: `bytes` of stream A->B and B->A, each checked byte by byte with a
 // running checksum, then SHUT_WR after the last byte, end of stream, a graceful close.
 // side=server (host A: listens, reports port=) or side=client port=N (host B). call_ms bounds
-// every call (SO_RCVTIMEO/SO_SNDTIMEO); mark=N reports mark=1 once N bytes have arrived.
+// every call (SO_RCVTIMEO/SO_SNDTIMEO); mark=N reports mark=1 once N bytes have arrived;
+// pace=N sends at most N bytes a second (so that a fault the driver injects after the mark
+// meets the streams still running, however fast the machine is).
 int role_stream(const role_args& a) {
     watchdog guard("the stream role", std::chrono::seconds(a.num("limit_s", 1200)));
     const bool server = a.str("side") == "server";
@@ -449,7 +457,7 @@ int role_stream(const role_args& a) {
     const auto start = steady_clock::now();
     sent out;
     std::thread sender([&] {
-        out = send_stream(s, server ? seed_a : seed_b, bytes);
+        out = send_stream(s, server ? seed_a : seed_b, bytes, static_cast<uint64_t>(a.num("pace", 0)));
         if (out.rc == 0) out.rc = sansock_shutdown(s, SHUT_WR);
     });
     const received in = receive_stream(s, server ? seed_b : seed_a, static_cast<uint64_t>(a.num("mark", 0)));
@@ -891,10 +899,11 @@ struct stream_run {
     int status_a = -1, status_b = -1;
 };
 template <typename During>
-stream_run run_streams(uint64_t bytes, long call_ms, uint64_t mark, int limit_s, During during) {
+stream_run run_streams(uint64_t bytes, long call_ms, uint64_t mark, int limit_s, During during, uint64_t pace = 0) {
     stream_run run;
     const std::vector<std::string> common{"bytes=" + std::to_string(bytes), "call_ms=" + std::to_string(call_ms),
-                                          "mark=" + std::to_string(mark), "limit_s=" + std::to_string(limit_s + 60)};
+                                          "mark=" + std::to_string(mark), "limit_s=" + std::to_string(limit_s + 60),
+                                          "pace=" + std::to_string(pace)};
     std::vector<std::string> a_args{"side=server"}, b_args{"side=client"};
     a_args.insert(a_args.end(), common.begin(), common.end());
     run.a = std::make_unique<remote_job>("A", "stream", a_args);
@@ -904,7 +913,7 @@ stream_run run_streams(uint64_t bytes, long call_ms, uint64_t mark, int limit_s,
     run.b = std::make_unique<remote_job>("B", "stream", b_args);
     if (mark != 0) {
         run.a->need("mark", limit_s);
-        during();
+        during(*run.a, *run.b);
     }
     run.status_a = run.a->wait(limit_s);
     run.status_b = run.b->wait(60);
@@ -940,7 +949,7 @@ void check_intact(stream_run& r, uint64_t bytes) {
 TEST_CASE("transfer: a checksummed stream each way at once arrives whole, then end of stream") {
     both_hosts_up();
     const uint64_t bytes = static_cast<uint64_t>(env_number("SANSOCK_TWOHOST_MIB", 64)) << 20;
-    stream_run r = run_streams(bytes, 60000, 0, 900, [] {});
+    stream_run r = run_streams(bytes, 60000, 0, 900, [](remote_job&, remote_job&) {});
     check_intact(r, bytes);
 }
 
@@ -948,7 +957,7 @@ TEST_CASE("loss: 2% loss and 3 ms delay each way on the link, the streams still 
     both_hosts_up();
     const uint64_t bytes = static_cast<uint64_t>(env_number("SANSOCK_TWOHOST_LOSS_MIB", 1)) << 20;
     netem_on_both netem("loss 2% delay 3ms");
-    stream_run r = run_streams(bytes, 60000, 0, 600, [] {});
+    stream_run r = run_streams(bytes, 60000, 0, 600, [](remote_job&, remote_job&) {});
     check_intact(r, bytes);
 }
 
@@ -1166,16 +1175,25 @@ TEST_CASE("death-close: host B dies during each close mode on host A; every clos
 namespace {
 
 // Cuts the link (netem loss 100% on both guests' eth0, so neither direction carries anything)
-// for `seconds`, then restores it; returns once both guests have restored it.
-void cut_link_for(int seconds) {
+// for `seconds`, then restores it; returns once both guests have restored it. The streams
+// `a` and `b` must still be running once the link is cut (else the case tests nothing).
+void cut_link_for(int seconds, remote_job& a, remote_job& b) {
     std::vector<std::pair<std::string, std::string>> cuts;
     static int counter = 0;
     for (const char* g : {"A", "B"}) {
         const std::string name = std::string("cut-") + g + "-" + std::to_string(getpid()) + "-" + std::to_string(++counter);
-        const ctl_result r = guest_ctl(g, {"start", name, "tc qdisc add dev eth0 root netem loss 100% && sleep " +
+        const ctl_result r = guest_ctl(g, {"start", name, "tc qdisc add dev eth0 root netem loss 100% && echo cut=1 && sleep " +
                                                               std::to_string(seconds) + "; tc qdisc del dev eth0 root"});
         REQUIRE(r.status == 0);
         cuts.emplace_back(g, name);
+    }
+    for (const auto& [guest, job] : cuts) {
+        INFO("cutting the link on host " << guest);
+        CHECK(guest_ctl(guest, {"get", job, "cut", "30"}).status == 0);
+    }
+    for (remote_job* stream : {&a, &b}) {
+        INFO("the stream had ended before the link was cut: " << stream->output());
+        CHECK_FALSE(stream->get("recv_last", 0).has_value());
     }
     for (const auto& [guest, job] : cuts) {
         const ctl_result w = guest_ctl(guest, {"wait", job, std::to_string(seconds + 60)});
@@ -1190,7 +1208,9 @@ TEST_CASE("partition-short: the link cut for 2 s mid-transfer and restored; the 
           "over it and they arrive whole") {
     both_hosts_up();
     const uint64_t bytes = 8 << 20;
-    stream_run r = run_streams(bytes, 60000, bytes / 4, 600, [] { cut_link_for(2); });
+    const uint64_t pace = 512 * 1024; // 16 s for the whole stream: the cut comes at about 4 s
+    stream_run r = run_streams(
+        bytes, 60000, bytes / 4, 600, [](remote_job& a, remote_job& b) { cut_link_for(2, a, b); }, pace);
     check_intact(r, bytes);
 }
 
@@ -1198,8 +1218,10 @@ TEST_CASE("partition-long: the link cut for 20 s mid-transfer; both ends report 
           "neither a false end of stream nor wrong data") {
     both_hosts_up();
     const uint64_t bytes = 8 << 20;
+    const uint64_t pace = 512 * 1024; // 16 s for the whole stream: the cut comes at about 4 s
     const long bound_ms = 10000; // SO_RCVTIMEO / SO_SNDTIMEO at both ends, shorter than the cut
-    stream_run r = run_streams(bytes, bound_ms, bytes / 4, 600, [] { cut_link_for(20); });
+    stream_run r = run_streams(
+        bytes, bound_ms, bytes / 4, 600, [](remote_job& a, remote_job& b) { cut_link_for(20, a, b); }, pace);
     remote_job &a = *r.a, &b = *r.b;
     INFO(a.output() << "\n" << b.output());
     REQUIRE(r.status_a == 0);
