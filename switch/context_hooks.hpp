@@ -4,6 +4,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 
 #include "provider/provider.hpp"
@@ -23,6 +25,21 @@ struct context_hooks {
 };
 
 int create_context(const sansock_context_attr* attr, const context_hooks& hooks, sansock_context** out);
+
+// The most a connection's buffers for received data hold beyond its advertised window, whatever
+// the sizes of the peer's DATA frames (docs/protocol.md 2.2; the reckoning is in
+// switch/stream_socket.cpp).
+inline constexpr size_t receive_memory_slack = 288 * 1024;
+
+// What a switch socket holds (tests). All 0 for an unknown handle.
+struct socket_internals {
+    uint32_t window = 0;         // the receive window it advertised
+    size_t unread = 0;           // bytes received and not read
+    size_t buffer_bytes = 0;     // capacity of its buffers for received data: staging, spares, blocks
+    size_t bookkeeping_bytes = 0; // the blocks' descriptors
+};
+// The socket must stay open during the call (no other thread closes it).
+socket_internals internals_of(sansock_socket_t s);
 
 // The provider socket behind a switch socket (tests use it to inject loopback faults).
 // 0 for an unknown handle.

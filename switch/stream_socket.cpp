@@ -118,14 +118,57 @@ void on_reset(stream_socket& s, int code) {
     if (s.handle == 0) hard_close(s);
 }
 
+// What a connection holds for received data is bounded by its window plus a constant
+// (receive_memory_slack, docs/protocol.md 2.2), whatever the sizes of the peer's frames: a
+// full frame that arrives alone in the staging buffer is kept in it without a copy (the
+// buffer is 32 bytes larger than such a frame at most), and everything else is copied into
+// compact blocks, each filled to the end before the next is begun. A full frame is kept in
+// place only when no compact block is still being filled, so that every compact block but
+// the last is full. With one spare of each, the buffers hold at most: the staging buffer, a
+// spare staging buffer, a spare compact block, the consumed part of the first block (at most
+// a staging buffer), the unfilled part of the last (less than a compact block), 32 bytes per
+// full frame kept (at most 1,025 in the largest window), and the window itself.
 constexpr size_t staging_size = session::header_size + session::max_data_payload;
+constexpr size_t full_frame = session::max_data_payload - session::header_size; // what a switch sends
+constexpr size_t compact_block_size = 16 * 1024;
+static_assert(3 * staging_size + 2 * compact_block_size +
+                  (staging_size - full_frame) * (session::max_window / full_frame + 1) <=
+              receive_memory_slack);
 
 std::vector<uint8_t> take_spare_staging(stream_socket& s) {
-    if (s.spare_staging.empty()) return std::vector<uint8_t>(staging_size);
-    std::vector<uint8_t> spare = std::move(s.spare_staging.back());
-    s.spare_staging.pop_back();
+    if (s.spare_staging.capacity() == 0) return std::vector<uint8_t>(staging_size);
+    std::vector<uint8_t> spare = std::move(s.spare_staging);
+    s.spare_staging = {};
     spare.resize(staging_size);
     return spare;
+}
+
+// The last received block is a compact one with room left.
+bool compact_block_open(const stream_socket& s) {
+    return !s.received.empty() && s.received.back().compact && s.received.back().bytes.size() < compact_block_size;
+}
+
+// Copies received payload to the end of the compact blocks.
+void append_received(stream_socket& s, const uint8_t* payload, size_t length) {
+    while (length > 0) {
+        if (!compact_block_open(s)) {
+            received_block block;
+            block.compact = true;
+            if (s.spare_compact.capacity() != 0) {
+                block.bytes = std::move(s.spare_compact);
+                s.spare_compact = {};
+                block.bytes.clear();
+            } else {
+                block.bytes.reserve(compact_block_size);
+            }
+            s.received.push_back(std::move(block));
+        }
+        std::vector<uint8_t>& tail = s.received.back().bytes;
+        const size_t n = std::min(length, compact_block_size - tail.size());
+        tail.insert(tail.end(), payload, payload + n);
+        payload += n;
+        length -= n;
+    }
 }
 
 void parse_frames(stream_socket& s) {
@@ -159,10 +202,10 @@ void parse_frames(stream_socket& s) {
                 return_credit(s);
             } else {
                 s.received_bytes += h.length;
-                if (pos == 0 && total == s.staged && h.length >= 4096) {
-                    // The staging buffer holds just this frame: it becomes the received block
-                    // (no copy) and a spare takes its place for the next receive.
-                    received_block block{std::move(s.staging), session::header_size};
+                if (pos == 0 && total == s.staged && h.length >= full_frame && !compact_block_open(s)) {
+                    // The staging buffer holds just this full frame: it becomes the received
+                    // block (no copy) and a spare takes its place for the next receive.
+                    received_block block{std::move(s.staging), session::header_size, false};
                     block.bytes.resize(total);
                     s.received.push_back(std::move(block));
                     s.staging = take_spare_staging(s);
@@ -170,7 +213,7 @@ void parse_frames(stream_socket& s) {
                     deliver_async(s);
                     return; // nothing else was staged
                 }
-                s.received.push_back({std::vector<uint8_t>(payload, payload + h.length), 0});
+                append_received(s, payload, h.length);
                 deliver_async(s);
             }
             break;
@@ -405,8 +448,8 @@ size_t take_received(stream_socket& s, uint8_t* out, size_t length) {
         copied += n;
         front.begin += n;
         if (front.begin == front.bytes.size()) {
-            if (front.bytes.capacity() >= staging_size && s.spare_staging.size() < 2)
-                s.spare_staging.push_back(std::move(front.bytes)); // a staging buffer, reused
+            std::vector<uint8_t>& spare = front.compact ? s.spare_compact : s.spare_staging;
+            if (spare.capacity() == 0) spare = std::move(front.bytes); // reused
             s.received.pop_front();
         }
     }
@@ -531,3 +574,21 @@ void maybe_free(stream_socket& s) {
 }
 
 } // namespace sansock::sw
+
+namespace sansock {
+socket_internals internals_of(sansock_socket_t handle) {
+    socket_internals out;
+    // A test's socket, not closed meanwhile: found, then its context locked and found again.
+    sw::stream_socket* found = sw::find_registered(handle);
+    if (found == nullptr) return out;
+    std::lock_guard lock(found->ctx->mutex);
+    const sw::stream_socket* s = sw::find_registered(handle);
+    if (s != found) return out;
+    out.window = s->session.our_window;
+    out.unread = s->received_bytes;
+    out.buffer_bytes = s->staging.capacity() + s->spare_staging.capacity() + s->spare_compact.capacity();
+    for (const sw::received_block& block : s->received) out.buffer_bytes += block.bytes.capacity();
+    out.bookkeeping_bytes = s->received.size() * sizeof(sw::received_block);
+    return out;
+}
+} // namespace sansock

@@ -50,10 +50,13 @@ struct provider_request : provider::operation {
     uint32_t data_bytes = 0;
 };
 
-// Received stream bytes not read yet: bytes[begin, size()).
+// Received stream bytes not read yet: bytes[begin, size()). Either a staging buffer that held
+// one full frame alone (kept without a copy: 16 bytes of header and at most 16 unused), or a
+// compact block of compact_block_size bytes that small frames are copied into, end to end.
 struct received_block {
     std::vector<uint8_t> bytes;
     size_t begin = 0;
+    bool compact = false;
 };
 
 // Send queue entry: bytes copied from a blocking send, or a user's async buffer.
@@ -115,7 +118,8 @@ struct stream_socket {
     std::vector<uint8_t> staging;      // bytes from the provider not yet parsed
     size_t staged = 0;
     std::deque<received_block> received;
-    std::vector<std::vector<uint8_t>> spare_staging; // consumed staging buffers, for reuse
+    std::vector<uint8_t> spare_staging; // a consumed staging buffer, for reuse (capacity 0: none)
+    std::vector<uint8_t> spare_compact; // a consumed compact block, for reuse (capacity 0: none)
     size_t received_bytes = 0;
     uint32_t consumed_uncredited = 0;
     bool shut_read = false;
