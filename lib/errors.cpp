@@ -30,6 +30,8 @@ const char* sansock_message(int code) noexcept {
 extern "C" const char* sansock_strerror(int code) {
     if (const char* message = sansock_message(code)) return message;
     if (code > 0) return "not an error code (a positive value is a success result)";
+    // Not negated before this test: -INT_MIN overflows. Errno values are below 4096.
+    if (code < -4095) return "unknown error code";
     // strerrordesc_np (glibc >= 2.32) is thread-safe and never formats into a buffer.
     if (const char* text = strerrordesc_np(-code)) return text;
     return "unknown error code";

@@ -28,6 +28,14 @@ void fill(F& entry, F fallback) {
 }
 } // namespace
 
+int check_config(const config& settings) {
+    if (settings.slot_size < min_slot_size || settings.send_slots < 1 || settings.recv_slots < 2 ||
+        settings.max_sockets < 1 || settings.resolve_timeout_ms <= 0)
+        return -EINVAL;
+    const uint64_t per_connection = (uint64_t(settings.send_slots) + settings.recv_slots) * settings.slot_size;
+    return per_connection <= max_connection_bytes ? 0 : -EINVAL;
+}
+
 ops with_defaults(const ops& table) {
     ops filled = table;
     if (filled.name == nullptr) filled.name = "unnamed";

@@ -108,6 +108,14 @@ struct config {
     void* provider_specific = nullptr; // e.g. the loopback fabric to join
 };
 
+// The one check of a config, shared by every provider's create (and the ranges
+// include/sansock/sansock.h lists for the context attributes): slot_size 64 to 2^30 bytes,
+// send_slots >= 1, recv_slots >= 2, (send_slots + recv_slots) * slot_size at most 2^30 bytes
+// (the memory a connection registers), max_sockets >= 1, resolve_timeout_ms > 0. 0 or -EINVAL.
+int check_config(const config& settings);
+inline constexpr uint32_t min_slot_size = 64;
+inline constexpr uint64_t max_connection_bytes = uint64_t(1) << 30;
+
 struct memory_stats {
     uint64_t registered_bytes = 0;      // all memory registered with the device now
     uint64_t per_connection_bytes = 0;  // registered per connected socket (from config)

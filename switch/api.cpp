@@ -45,10 +45,38 @@ struct keep_alive {
     }
 };
 
-// A deadline on the real clock for the caller's own waits (SO_RCVTIMEO, SO_SNDTIMEO).
+// A deadline on the real clock for the caller's own waits (SO_RCVTIMEO, SO_SNDTIMEO): none
+// for 0, now (do not wait) for a negative time-out.
 std::optional<time_point> deadline_after(std::chrono::milliseconds timeout) {
-    if (timeout.count() <= 0) return std::nullopt;
-    return std::chrono::steady_clock::now() + timeout;
+    if (timeout.count() == 0) return std::nullopt;
+    return std::chrono::steady_clock::now() + std::max(timeout, std::chrono::milliseconds(0));
+}
+
+// SO_RCVTIMEO / SO_SNDTIMEO set with a negative tv_sec: calls do not wait, as on Linux (which
+// sets a time-out of 0 jiffies); read back as {0, 0}.
+constexpr std::chrono::milliseconds no_wait{-1};
+// Longer time-outs saturate to this (about 68 years), as Linux saturates to its longest.
+constexpr int64_t max_timeout_seconds = INT32_MAX;
+
+// The flags send and recv take; anything else is -EOPNOTSUPP. No signal is ever raised, so
+// MSG_NOSIGNAL changes nothing; MSG_MORE is a hint the switch needs not (data goes out as the
+// peer's credit allows, never held back).
+constexpr int send_flags = MSG_NOSIGNAL | MSG_DONTWAIT | MSG_MORE;
+constexpr int recv_flags = MSG_PEEK | MSG_WAITALL | MSG_DONTWAIT;
+
+// A byte count the int64_t result of a callback (or ssize_t) can carry.
+constexpr size_t max_count = static_cast<size_t>(INT64_MAX);
+
+// Copies up to `length` received bytes without consuming them (MSG_PEEK).
+size_t peek_received(const stream_socket& s, uint8_t* out, size_t length) {
+    size_t copied = 0;
+    for (const received_block& block : s.received) {
+        if (copied == length) break;
+        const size_t n = std::min(length - copied, block.bytes.size() - block.begin);
+        std::memcpy(out + copied, block.bytes.data() + block.begin, n);
+        copied += n;
+    }
+    return copied;
 }
 
 int validate_address(const sockaddr* address, socklen_t length) {
@@ -111,7 +139,7 @@ extern "C" int sansock_socket(sansock_context* c, sansock_socket_t* out) {
 }
 
 extern "C" int sansock_bind(sansock_socket_t h, const struct sockaddr* address, socklen_t length) {
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (int rc = validate_address(address, length)) return rc;
@@ -122,7 +150,7 @@ extern "C" int sansock_bind(sansock_socket_t h, const struct sockaddr* address, 
 }
 
 extern "C" int sansock_listen(sansock_socket_t h, int backlog) {
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (s->state == socket_state::created) return -EDESTADDRREQ;
@@ -135,11 +163,12 @@ extern "C" int sansock_listen(sansock_socket_t h, int backlog) {
 }
 
 extern "C" int sansock_accept(sansock_socket_t h, sansock_socket_t* out, struct sockaddr* peer, socklen_t* length) {
-    if (out == nullptr) return -EINVAL;
-    std::unique_lock<std::mutex> lock;
+    if (out == nullptr || (peer != nullptr && length == nullptr)) return -EINVAL;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
-    if (s->state == socket_state::failed) return s->failure;
+    // A listener that failed keeps its failure; a failed connection never listened.
+    if (s->state == socket_state::failed) return s->backlog > 0 ? s->failure : -EINVAL;
     if (s->state != socket_state::listening) return -EINVAL;
     context& ctx = *s->ctx;
     keep_alive alive(*s, lock);
@@ -163,14 +192,16 @@ extern "C" int sansock_accept(sansock_socket_t h, sansock_socket_t* out, struct 
         return -EMFILE;
     }
     note_accepted(*accepted);
-    if (peer != nullptr && length != nullptr && accepted->ps != 0)
-        ctx.ops.getpeername(ctx.instance, accepted->ps, peer, length);
+    if (peer != nullptr) { // as accept(2): truncated to *length, which says the full size
+        std::memcpy(peer, &accepted->peer_address, std::min<size_t>(*length, sizeof accepted->peer_address));
+        *length = sizeof accepted->peer_address;
+    }
     *out = accepted->handle;
     return 0;
 }
 
 extern "C" int sansock_connect(sansock_socket_t h, const struct sockaddr* address, socklen_t length) {
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (int rc = validate_address(address, length)) return rc;
@@ -184,7 +215,8 @@ extern "C" int sansock_connect(sansock_socket_t h, const struct sockaddr* addres
     }
     if (int rc = start_connect(*s, address, length)) return rc;
     s->state = socket_state::connecting;
-    if (s->nonblocking) return -EINPROGRESS;
+    if (s->nonblocking || s->send_timeout == no_wait) return -EINPROGRESS; // no_wait: as Linux
+
     context& ctx = *s->ctx;
     keep_alive alive(*s, lock);
     // The provider bounds resolution and connection; this bounds the whole call regardless.
@@ -204,11 +236,12 @@ extern "C" int sansock_connect(sansock_socket_t h, const struct sockaddr* addres
 }
 
 extern "C" ssize_t sansock_send(sansock_socket_t h, const void* buffer, size_t length, int flags) {
-    (void)flags;
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (buffer == nullptr && length > 0) return -EINVAL;
+    if ((flags & ~send_flags) != 0) return -EOPNOTSUPP;
+    const bool dont_wait = s->nonblocking || (flags & MSG_DONTWAIT) != 0;
     wake_on_exit deferred{s->ctx, lock};
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::connected) return -ENOTCONN;
@@ -221,7 +254,7 @@ extern "C" ssize_t sansock_send(sansock_socket_t h, const void* buffer, size_t l
                s->send_queued < s->send_buffer_limit;
     };
     if (!room()) {
-        if (s->nonblocking) return -EWOULDBLOCK;
+        if (dont_wait) return -EWOULDBLOCK;
         if (!wait_until(ctx, lock, room, deadline_after(s->send_timeout), clock_kind::real, s)) return -EWOULDBLOCK;
     }
     if (s->handle != h) return -ECANCELED; // closed by another thread while we waited
@@ -249,10 +282,12 @@ extern "C" ssize_t sansock_send(sansock_socket_t h, const void* buffer, size_t l
 }
 
 extern "C" ssize_t sansock_recv(sansock_socket_t h, void* buffer, size_t length, int flags) {
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (buffer == nullptr && length > 0) return -EINVAL;
+    if ((flags & ~recv_flags) != 0) return -EOPNOTSUPP;
+    length = std::min(length, max_count); // the result must stay a count (Linux clamps too)
     wake_on_exit deferred{s->ctx, lock};
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::connected) return -ENOTCONN;
@@ -260,25 +295,39 @@ extern "C" ssize_t sansock_recv(sansock_socket_t h, void* buffer, size_t length,
     context& ctx = *s->ctx;
     keep_alive alive(*s, lock);
     const bool wait_all = (flags & MSG_WAITALL) != 0;
-    size_t copied = 0;
+    const bool peek = (flags & MSG_PEEK) != 0;
+    const bool dont_wait = s->nonblocking || (flags & MSG_DONTWAIT) != 0;
+    auto* out = static_cast<uint8_t*>(buffer);
+    // One SO_RCVTIMEO for the whole call, however many waits MSG_WAITALL takes (as Linux).
+    const std::optional<time_point> deadline = deadline_after(s->recv_timeout);
+    size_t copied = 0; // consumed; a peek consumes nothing and copies once, at the end
     for (;;) {
-        copied += take_received(*s, static_cast<uint8_t*>(buffer) + copied, length - copied);
-        if (copied == length || (copied > 0 && !wait_all)) return static_cast<ssize_t>(copied);
-        if (s->session.fin_received || s->shut_read) return static_cast<ssize_t>(copied);
-        if (s->nonblocking) return copied > 0 ? static_cast<ssize_t>(copied) : -EWOULDBLOCK;
+        const bool ended = s->session.fin_received || s->shut_read;
+        if (peek) {
+            // Waits until enough is there (length bytes with MSG_WAITALL, else one) or the
+            // stream ends, then copies it and leaves it to be read.
+            if (s->received_bytes >= (wait_all ? length : 1) || ended)
+                return static_cast<ssize_t>(peek_received(*s, out, length));
+        } else {
+            copied += take_received(*s, out + copied, length - copied);
+            if (copied == length || (copied > 0 && !wait_all) || ended) return static_cast<ssize_t>(copied);
+        }
+        // What was copied is returned first; an error comes at the next call (as POSIX).
+        const auto partial_or = [&](ssize_t code) { return copied > 0 ? static_cast<ssize_t>(copied) : code; };
+        if (dont_wait) return partial_or(-EWOULDBLOCK);
+        const size_t had = s->received_bytes;
         auto readable = [&] {
-            return s->handle != h || s->received_bytes > 0 || s->session.fin_received || s->shut_read ||
+            return s->handle != h || s->received_bytes > had || s->session.fin_received || s->shut_read ||
                    s->state != socket_state::connected;
         };
-        if (!wait_until(ctx, lock, readable, deadline_after(s->recv_timeout), clock_kind::real, s))
-            return copied > 0 ? static_cast<ssize_t>(copied) : -EWOULDBLOCK;
-        if (s->handle != h) return copied > 0 ? static_cast<ssize_t>(copied) : -ECANCELED;
-        if (s->state == socket_state::failed) return s->failure;
+        if (!wait_until(ctx, lock, readable, deadline, clock_kind::real, s)) return partial_or(-EWOULDBLOCK);
+        if (s->handle != h) return partial_or(-ECANCELED);
+        if (s->state == socket_state::failed) return partial_or(s->failure);
     }
 }
 
 extern "C" int sansock_shutdown(sansock_socket_t h, int how) {
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return -EINVAL;
@@ -303,7 +352,7 @@ extern "C" int sansock_shutdown(sansock_socket_t h, int how) {
 }
 
 extern "C" int sansock_setsockopt(sansock_socket_t h, int level, int name, const void* value, socklen_t length) {
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (value == nullptr) return -EINVAL;
@@ -317,8 +366,13 @@ extern "C" int sansock_setsockopt(sansock_socket_t h, int level, int name, const
         if (length < static_cast<socklen_t>(sizeof(timeval))) return -EINVAL;
         timeval tv;
         std::memcpy(&tv, value, sizeof tv);
-        if (tv.tv_sec < 0 || tv.tv_usec < 0 || tv.tv_usec >= 1000000) return -EINVAL;
-        out = std::chrono::milliseconds(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000);
+        if (tv.tv_usec < 0 || tv.tv_usec >= 1000000) return -EDOM; // as Linux
+        if (tv.tv_sec < 0) {
+            out = no_wait;
+            return 0;
+        }
+        const int64_t seconds = std::min<int64_t>(tv.tv_sec, max_timeout_seconds); // saturates
+        out = std::chrono::milliseconds(seconds * 1000 + (tv.tv_usec + 999) / 1000);
         return 0;
     };
     int v = 0;
@@ -358,7 +412,7 @@ extern "C" int sansock_setsockopt(sansock_socket_t h, int level, int name, const
 }
 
 extern "C" int sansock_getsockopt(sansock_socket_t h, int level, int name, void* value, socklen_t* length) {
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (value == nullptr || length == nullptr) return -EINVAL;
@@ -386,7 +440,7 @@ extern "C" int sansock_getsockopt(sansock_socket_t h, int level, int name, void*
         return put(&v, sizeof v);
     case SO_RCVTIMEO:
     case SO_SNDTIMEO: {
-        const auto ms = (name == SO_RCVTIMEO ? s->recv_timeout : s->send_timeout).count();
+        const auto ms = std::max<int64_t>((name == SO_RCVTIMEO ? s->recv_timeout : s->send_timeout).count(), 0);
         timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
         return put(&tv, sizeof tv);
     }
@@ -395,7 +449,7 @@ extern "C" int sansock_getsockopt(sansock_socket_t h, int level, int name, void*
 }
 
 extern "C" int sansock_getsockname(sansock_socket_t h, struct sockaddr* address, socklen_t* length) {
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (s->ps == 0) return s->failure != 0 ? s->failure : -ENOTCONN;
@@ -403,7 +457,7 @@ extern "C" int sansock_getsockname(sansock_socket_t h, struct sockaddr* address,
 }
 
 extern "C" int sansock_getpeername(sansock_socket_t h, struct sockaddr* address, socklen_t* length) {
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (s->state != socket_state::connected || s->ps == 0) return s->failure != 0 ? s->failure : -ENOTCONN;
@@ -411,7 +465,7 @@ extern "C" int sansock_getpeername(sansock_socket_t h, struct sockaddr* address,
 }
 
 extern "C" int sansock_close(sansock_socket_t h) {
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     context& ctx = *s->ctx;
@@ -484,7 +538,7 @@ extern "C" int sansock_close(sansock_socket_t h) {
     alive.release(); // may free the socket
     lock.unlock();
     run_deferred(ctx); // the provider close (its cancelled operations complete inside it)
-    for (const ready_callback& c : cancelled) c.callback(c.user, c.result); // before close returns
+    run_callbacks(ctx, cancelled); // before close returns
     return result;
 }
 
@@ -512,7 +566,7 @@ short readiness(const stream_socket& s) {
 
 extern "C" int sansock_poll(struct sansock_pollfd* fds, size_t count, int timeout_ms) {
     if (fds == nullptr || count == 0) return -EINVAL;
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* first = nullptr;
     for (size_t i = 0; i < count && first == nullptr; ++i) first = lock_socket(fds[i].socket, lock);
     if (first == nullptr) {
@@ -545,10 +599,10 @@ extern "C" int sansock_poll(struct sansock_pollfd* fds, size_t count, int timeou
 }
 
 extern "C" int sansock_send_async(sansock_socket_t h, const void* buffer, size_t length, sansock_callback callback, void* user) {
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
-    if (buffer == nullptr || length == 0 || callback == nullptr) return -EINVAL;
+    if (buffer == nullptr || length == 0 || length > max_count || callback == nullptr) return -EINVAL;
     wake_on_exit deferred{s->ctx, lock};
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::connected) return -ENOTCONN;
@@ -565,10 +619,10 @@ extern "C" int sansock_send_async(sansock_socket_t h, const void* buffer, size_t
 }
 
 extern "C" int sansock_recv_async(sansock_socket_t h, void* buffer, size_t length, sansock_callback callback, void* user) {
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
-    if (buffer == nullptr || length == 0 || callback == nullptr) return -EINVAL;
+    if (buffer == nullptr || length == 0 || length > max_count || callback == nullptr) return -EINVAL;
     wake_on_exit deferred{s->ctx, lock};
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::connected) return -ENOTCONN;
@@ -580,12 +634,12 @@ extern "C" int sansock_recv_async(sansock_socket_t h, void* buffer, size_t lengt
 }
 
 extern "C" int sansock_accept_async(sansock_socket_t h, sansock_callback callback, void* user) {
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (callback == nullptr) return -EINVAL;
     wake_on_exit deferred{s->ctx, lock};
-    if (s->state == socket_state::failed) return s->failure;
+    if (s->state == socket_state::failed) return s->backlog > 0 ? s->failure : -EINVAL; // as sansock_accept
     if (s->state != socket_state::listening) return -EINVAL;
     s->async_accepts.push_back(user_operation{user_operation::kind::accept, nullptr, 0, callback, user});
     deliver_async(*s);

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <new>
 #include <type_traits>
+#include <utility>
 
 #include "lib/handle_table.hpp"
 #include "provider/loopback/loopback.hpp"
@@ -116,6 +117,7 @@ void progress_loop(context* ctx) {
 } // namespace
 
 sansock_socket_t register_socket(stream_socket* s) {
+    if (s->ctx->stopping) return 0; // destroy has taken every handle (its lock is held)
     std::lock_guard lock(process_mutex);
     return process.handles != nullptr ? process.handles->insert(s) : 0;
 }
@@ -125,23 +127,78 @@ void unregister_socket(sansock_socket_t handle) {
     if (process.handles != nullptr) process.handles->remove(handle);
 }
 
-stream_socket* lock_socket(sansock_socket_t handle, std::unique_lock<std::mutex>& lock) {
+stream_socket* lock_socket(sansock_socket_t handle, socket_call& lock) {
+    lock.leave(); // a previous lookup with the same call (sansock_poll tries several)
     context* ctx;
     {
         std::lock_guard guard(process_mutex);
         stream_socket* s = find_handle(handle);
         if (s == nullptr) return nullptr;
         ctx = s->ctx;
+        // Counted while the handle is still registered: destroy, which unregisters every
+        // handle before it waits for the count, cannot have freed the context yet.
+        ctx->calls.fetch_add(1);
     }
-    lock = std::unique_lock(ctx->mutex);
+    static_cast<std::unique_lock<std::mutex>&>(lock) = std::unique_lock(ctx->mutex);
+    lock.ctx_ = ctx;
     // Closed while we were waiting for the lock?
-    std::lock_guard guard(process_mutex);
-    stream_socket* s = find_handle(handle);
+    stream_socket* s = find_registered(handle);
     if (s == nullptr || s->ctx != ctx) {
-        lock.unlock();
+        lock.leave();
         return nullptr;
     }
     return s;
+}
+
+stream_socket* lock_socket(sansock_socket_t handle, std::unique_lock<std::mutex>& lock) {
+    socket_call call;
+    stream_socket* s = lock_socket(handle, call);
+    if (s == nullptr) return nullptr;
+    // Uncounted with the lock held: destroy tests the count under it.
+    if (std::exchange(call.ctx_, nullptr)->calls.fetch_sub(1) == 1 && s->ctx->stopping) s->ctx->changed.notify_all();
+    lock = std::move(static_cast<std::unique_lock<std::mutex>&>(call));
+    return s;
+}
+
+void socket_call::leave() {
+    context* ctx = std::exchange(ctx_, nullptr);
+    if (ctx == nullptr) return;
+    if (!owns_lock()) lock();
+    // Under the lock, which destroy holds to test the count: it cannot miss this.
+    if (ctx->calls.fetch_sub(1) == 1 && ctx->stopping) ctx->changed.notify_all();
+    unlock(); // the last touch of the context
+}
+
+void run_callbacks(context& ctx, const std::vector<ready_callback>& callbacks) {
+    if (callbacks.empty()) return;
+    // This thread joins the context's list for the while (a node on the stack: nothing is
+    // allocated, and no thread-local storage, which ld.so would allocate and keep).
+    struct listed {
+        context& ctx;
+        context::callback_run run{std::this_thread::get_id(), nullptr};
+        explicit listed(context& c) : ctx(c) {
+            std::lock_guard lock(ctx.mutex);
+            run.next = ctx.callback_runs;
+            ctx.callback_runs = &run;
+        }
+        ~listed() {
+            std::lock_guard lock(ctx.mutex);
+            for (context::callback_run** p = &ctx.callback_runs; *p != nullptr; p = &(*p)->next)
+                if (*p == &run) {
+                    *p = run.next;
+                    break;
+                }
+        }
+    } guard(ctx);
+    for (const ready_callback& c : callbacks) c.callback(c.user, c.result);
+}
+
+bool in_callbacks_of(context& ctx) {
+    const std::thread::id me = std::this_thread::get_id();
+    std::lock_guard lock(ctx.mutex);
+    for (const context::callback_run* r = ctx.callback_runs; r != nullptr; r = r->next)
+        if (r->thread == me) return true;
+    return false;
 }
 
 stream_socket* find_registered(sansock_socket_t handle) {
@@ -160,7 +217,7 @@ void run_deferred(context& ctx) {
     // The provider completes what it cancels inside close; our completion routines take the
     // context lock, so close is called without it.
     for (provider::socket_handle ps : closes) ctx.ops.close(ctx.instance, ps);
-    for (const ready_callback& c : callbacks) c.callback(c.user, c.result);
+    run_callbacks(ctx, callbacks);
     if (!closes.empty()) {
         std::lock_guard lock(ctx.mutex);
         ctx.changed.notify_all();
@@ -323,7 +380,7 @@ int create_context(const sansock_context_attr* given, const context_hooks& hooks
 }
 
 provider::socket_handle provider_socket_of(sansock_socket_t handle) {
-    std::unique_lock<std::mutex> lock;
+    socket_call lock;
     stream_socket* s = lock_socket(handle, lock);
     return s != nullptr ? s->ps : 0;
 }
@@ -386,6 +443,10 @@ extern "C" int sansock_context_create(const struct sansock_context_attr* attr, s
 extern "C" int sansock_context_destroy(sansock_context* c) {
     if (c == nullptr) return -EINVAL;
     auto* ctx = reinterpret_cast<context*>(c);
+    // From a callback of the context, on whichever thread runs it (the progress thread, a
+    // thread in sansock_progress or in a blocking call driving manual progress, in close,
+    // in destroy): what runs the callback uses the context when the callback returns.
+    if (sansock::sw::in_callbacks_of(*ctx)) return -EBUSY;
     {
         std::lock_guard lock(ctx->mutex);
         if (ctx->progress_thread.get_id() == std::this_thread::get_id()) return -EBUSY;
@@ -393,25 +454,28 @@ extern "C" int sansock_context_destroy(sansock_context* c) {
     // The layer above first (the service engine's threads use the sockets): -EBUSY while
     // objects of it are alive.
     if (int rc = sansock::sw::stop_layer(*ctx)) return rc;
-    std::vector<sansock_socket_t> handles;
     {
+        // Every handle goes at once, under the lock: a call blocked on one of the sockets sees
+        // its handle gone and returns (-ECANCELED; poll: POLLNVAL), a later call finds nothing
+        // (-ENOTSOCK), and no handle is given out any more (register_socket).
         std::lock_guard lock(ctx->mutex);
         ctx->stopping = true;
-        for (auto& [s, owned] : ctx->sockets)
-            if (s->handle != 0) handles.push_back(s->handle);
-    }
-    for (sansock_socket_t h : handles) sansock::sw::unregister_socket(h);
-    if (ctx->progress_thread.joinable()) {
-        ctx->ops.wake(ctx->instance);
-        ctx->progress_thread.join();
-    }
-    {
-        std::lock_guard lock(ctx->mutex);
         for (auto& [s, owned] : ctx->sockets) {
-            sansock::sw::reset_on_destroy(*s);
-            s->handle = 0;
-            sansock::sw::cancel_user_operations(*s, -ECANCELED);
+            sansock::sw::reset_on_destroy(*s); // logged with the handle still the user's
+            if (s->handle != 0) {
+                sansock::sw::unregister_socket(s->handle);
+                s->handle = 0;
+            }
         }
+        ctx->changed.notify_all();
+    }
+    ctx->ops.wake(ctx->instance); // the progress thread, or a manual-progress waiter, returns soon
+    if (ctx->progress_thread.joinable()) ctx->progress_thread.join();
+    {
+        // The calls that were inside leave (each ends by uncounting itself under the lock).
+        std::unique_lock lock(ctx->mutex);
+        ctx->changed.wait(lock, [&] { return ctx->calls.load() == 0; });
+        for (auto& [s, owned] : ctx->sockets) sansock::sw::cancel_user_operations(*s, -ECANCELED);
     }
     sansock::sw::run_deferred(*ctx);
     // Destroying the instance hard-closes every provider socket and completes what is pending;
@@ -423,7 +487,7 @@ extern "C" int sansock_context_destroy(sansock_context* c) {
         ctx->provider_closes.clear();
         callbacks.swap(ctx->callbacks);
     }
-    for (const auto& c : callbacks) c.callback(c.user, c.result);
+    sansock::sw::run_callbacks(*ctx, callbacks);
     const bool shared_fabric = ctx->shared_fabric;
     delete ctx;
     if (shared_fabric) sansock::sw::release_shared_fabric();

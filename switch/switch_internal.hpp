@@ -5,6 +5,7 @@
 
 #include <netinet/in.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -81,7 +82,7 @@ struct stream_socket {
     socket_state state = socket_state::created;
     bool nonblocking = false;
     linger linger_option{0, 0};
-    std::chrono::milliseconds recv_timeout{0}, send_timeout{0}; // 0: none
+    std::chrono::milliseconds recv_timeout{0}, send_timeout{0}; // 0: none; negative: do not wait
     int pending_error = 0;             // SO_ERROR, negated errno
     int failure = 0;                   // the error every call gives once failed
     uint32_t requests_in_flight = 0;   // provider operations not completed yet
@@ -147,7 +148,18 @@ struct context {
     struct sansock_context_stats stats{}; // the counters (size, registered_bytes unused)
 
     std::thread progress_thread;
-    bool stopping = false;
+    bool stopping = false;             // destroy has begun: no handle is given out any more
+    // Socket calls inside the context, from the handle's lookup to the return (socket_call):
+    // destroy waits for none to be left. Counted under the process mutex, uncounted under
+    // `mutex`, so atomic.
+    std::atomic<size_t> calls{0};
+    // The threads running user callbacks of the context now (run_callbacks; nodes on their
+    // stacks), so that destroy from one of them is -EBUSY. Under `mutex`.
+    struct callback_run {
+        std::thread::id thread;
+        callback_run* next;
+    };
+    callback_run* callback_runs = nullptr;
 
     layer_slot layer;                  // the service layer's state (switch/context_layer.hpp)
     bool shared_fabric = false;        // uses the process's shared loopback fabric
@@ -156,6 +168,34 @@ struct context {
 };
 
 // --- context.cpp -------------------------------------------------------------------------------
+// A socket call's hold on its context from the handle's lookup (lock_socket) to the call's
+// return: the context's lock (this unique_lock, which the call may release and take again
+// while it waits) and one count of context::calls. sansock_context_destroy makes every handle
+// of the context invalid first (a blocked call wakes, sees its handle gone and returns), then
+// waits for the count to fall to 0, so no call touches the context after it is freed.
+// Declare it first in a call (destroyed last, after every guard that uses the lock).
+class socket_call : public std::unique_lock<std::mutex> {
+public:
+    socket_call() = default;
+    socket_call(const socket_call&) = delete;
+    socket_call& operator=(const socket_call&) = delete;
+    ~socket_call() { leave(); }
+    // The call is done with the context (lock held or not; released on return).
+    void leave();
+
+private:
+    friend stream_socket* lock_socket(sansock_socket_t handle, socket_call& lock);
+    friend stream_socket* lock_socket(sansock_socket_t handle, std::unique_lock<std::mutex>& lock);
+    context* ctx_ = nullptr;
+};
+
+// Runs user callbacks of `ctx` on this thread (without the context's lock), marked so that
+// sansock_context_destroy called from one of them gets -EBUSY: the call running them would
+// touch the context afterwards. Every user callback of the switch runs through here.
+void run_callbacks(context& ctx, const std::vector<ready_callback>& callbacks);
+// Whether this thread is running user callbacks of `ctx` (nested in any depth). Without the lock.
+bool in_callbacks_of(context& ctx);
+
 int progress_once(context& ctx, int timeout_ms);
 // Runs the hard closes and user callbacks collected under the lock (call without the lock).
 void run_deferred(context& ctx);
@@ -187,7 +227,12 @@ void report_reset(stream_socket& s, bool sent, sansock_reset_reason reason, cons
 // the first context to the last; with no context every lookup finds nothing (-ENOTSOCK).
 sansock_socket_t register_socket(stream_socket* s);
 void unregister_socket(sansock_socket_t handle);
-// The socket behind `handle` with its context locked, or nullptr (-ENOTSOCK).
+// The socket behind `handle` with its context locked and the call counted, or nullptr
+// (-ENOTSOCK; nothing counted).
+stream_socket* lock_socket(sansock_socket_t handle, socket_call& lock);
+// The same for a call that keeps the lock until it is done with the context (it never waits
+// nor runs deferred work): counted only until the lock is taken, as destroy cannot free the
+// context while the lock is held.
 stream_socket* lock_socket(sansock_socket_t handle, std::unique_lock<std::mutex>& lock);
 // The socket behind `handle` (its context's lock must be held by the caller), or nullptr.
 stream_socket* find_registered(sansock_socket_t handle);

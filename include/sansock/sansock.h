@@ -54,6 +54,9 @@ struct sansock_context_attr {
     uint32_t provider;             /* enum sansock_provider_kind */
     uint32_t progress_mode;        /* enum sansock_progress_mode */
     uint32_t graceful_timeout_ms;  /* background graceful disconnect, then hard; 0: default 10000 */
+    /* The provider's buffers, for both providers (loopback checks what verbs needs): slot_size
+     * 64 to 2^30 bytes, send_slots >= 1, recv_slots >= 2, and (send_slots + recv_slots) *
+     * slot_size (the memory a connection registers) at most 2^30; else -EINVAL. */
     uint32_t slot_size;            /* provider buffer slot; 0: default 16384 */
     uint32_t send_slots;           /* 0: default 8 */
     uint32_t recv_slots;           /* 0: default 8 */
@@ -83,14 +86,22 @@ struct sansock_context_attr {
 /* Fills *attr with the defaults. */
 void sansock_context_attr_init(struct sansock_context_attr* attr);
 
-/* Creates a context (attr NULL: defaults). -EINVAL (bad attribute), -ENOMEM, -ENOSYS (no
- * io_uring), -ENETDOWN (no RDMA stack for the verbs provider). */
+/* Creates a context (attr NULL: defaults). -EINVAL (bad attribute), -ENOMEM, -EAGAIN (no
+ * thread for the progress thread), -ENOSYS (no io_uring, or one too old), -EPERM (io_uring
+ * disabled), -EMFILE, -ENFILE (no file descriptor left), -EACCES (no access to the RDMA
+ * devices), -ENETDOWN (no RDMA stack for the verbs provider). */
 int sansock_context_create(const struct sansock_context_attr* attr, sansock_context** out);
 
 /* Hard-closes every socket of the context, stops its threads and frees it. Sockets closing
  * gracefully in the background are reset. 0, or -EBUSY (nothing destroyed) if called from a
  * sansock callback or while a listener, channel or service host of the context (service.h)
- * is not freed. */
+ * is not freed. A callback is any of the context's (an async operation's, on whichever thread
+ * runs it: the progress thread, sansock_progress, a blocking call driving manual progress,
+ * sansock_close, destroy itself). Calls blocked on its sockets in other threads return first
+ * (-ECANCELED; poll: SANSOCK_POLLNVAL): destroy waits until every call that found one of its
+ * sockets has returned; later calls with its handles give -ENOTSOCK. Calls that take the
+ * context itself (sansock_socket, _progress, _context_fd, _context_stats) must not overlap
+ * destroy. Never fails for lack of memory. */
 int sansock_context_destroy(sansock_context* ctx);
 
 /* ---- Counters ----------------------------------------------------------------------------- */
@@ -145,40 +156,67 @@ int sansock_progress(sansock_context* ctx, int timeout_ms);
  * after its slot is reused. 0 is never a socket. */
 typedef uint64_t sansock_socket_t;
 
-/* -ENOMEM, -EMFILE. */
+/* -ENOMEM, -EMFILE (the process's socket handles or the context's provider sockets are used
+ * up), -ENETDOWN (the device went away); verbs: what rdma_create_id fails with (-ENODEV,
+ * -ENOMEM). */
 int sansock_socket(sansock_context* ctx, sansock_socket_t* out);
 
 /* Every call below: -ENOTSOCK for a handle that is not (or no longer) a socket. */
 
-/* -EAFNOSUPPORT (not AF_INET), -EINVAL (short address, already bound), -EADDRINUSE,
- * -EADDRNOTAVAIL. */
+/* -EAFNOSUPPORT (not AF_INET), -EINVAL (short address, already bound, or the socket is not
+ * fresh), -EADDRINUSE, -EADDRNOTAVAIL, -ENETDOWN (the device went away), -ENODEV (verbs: no
+ * RDMA device has the address). */
 int sansock_bind(sansock_socket_t s, const struct sockaddr* address, socklen_t length);
 
-/* -EDESTADDRREQ (not bound), -EINVAL (connected). */
+/* -EDESTADDRREQ (not bound), -EINVAL (connecting, connected or failed), -ENETDOWN (the device
+ * went away), -ENOMEM; verbs: what rdma_listen fails with (-EADDRINUSE). */
 int sansock_listen(sansock_socket_t s, int backlog);
 
-/* Blocking: waits for a connection. Nonblocking: -EWOULDBLOCK if none is ready.
- * -EINVAL (not listening), -ECANCELED (closed meanwhile), -ENETDOWN. peer may be NULL. */
+/* Blocking: waits for a connection, at most SO_RCVTIMEO (then -EWOULDBLOCK). Nonblocking:
+ * -EWOULDBLOCK if none is ready. peer may be NULL; if not, length must not be NULL, and the
+ * peer's address is stored as accept(2) does (cut to *length, which is set to its full size).
+ * -EINVAL (out NULL, peer without length, a socket that is not listening, also one whose
+ * connection failed), -ECANCELED (closed by another thread, or its context destroyed, while
+ * the call waited), -EMFILE (no handle left: the connection is reset), -ENETDOWN and any other
+ * failure of the listener itself (its provider's accept failed; verbs: also -EMFILE). */
 int sansock_accept(sansock_socket_t s, sansock_socket_t* out, struct sockaddr* peer, socklen_t* length);
 
 /* Blocking: connects (bounded by the provider's resolution and connection time-outs).
  * Nonblocking: -EINPROGRESS, then the socket polls writable (SANSOCK_POLLOUT) when connected,
- * or SANSOCK_POLLERR with the reason in SO_ERROR. -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH,
- * -EISCONN, -EALREADY, -EAFNOSUPPORT, -ENETDOWN. */
+ * or SANSOCK_POLLERR with the reason in SO_ERROR. A negative SO_SNDTIMEO: -EINPROGRESS too.
+ * -ECONNREFUSED, -ETIMEDOUT (also the 60 s bound, or SO_SNDTIMEO, passed), -EHOSTUNREACH,
+ * -EISCONN, -EALREADY, -EAFNOSUPPORT, -EINVAL (short address; a listening socket),
+ * -ECANCELED (closed by another thread, or its context destroyed, while the call waited),
+ * -ENETDOWN, -ENOMEM (verbs: the connection's QP or buffer), -EPROTO (verbs: the peer's
+ * handshake is not sansock's); a socket whose connect failed gives that failure again. */
 int sansock_connect(sansock_socket_t s, const struct sockaddr* address, socklen_t length);
 
 /* Queues data for sending; returns the bytes taken (1..length). Blocking: waits for room.
  * Nonblocking: -EWOULDBLOCK when the send buffer is full. -ENOTCONN, -EPIPE (after SHUT_WR or
  * close), -ECONNRESET (the peer reset), -ENETDOWN. */
+/* Also: -EWOULDBLOCK when SO_SNDTIMEO passed with nothing taken, or with MSG_DONTWAIT (this
+ * call only is nonblocking); -ECANCELED (closed by another thread, or its context destroyed,
+ * while the call waited); -EINVAL (NULL buffer with a length); -EOPNOTSUPP (a flag other than
+ * MSG_NOSIGNAL, MSG_DONTWAIT, MSG_MORE: no signal is ever raised, MSG_MORE changes nothing);
+ * and a failed socket's failure (also a failed connect's: -ECONNREFUSED, -EHOSTUNREACH,
+ * -ETIMEDOUT ...). A length above SO_SNDBUF takes at most SO_SNDBUF. */
 ssize_t sansock_send(sansock_socket_t s, const void* buffer, size_t length, int flags);
 
 /* Returns 1..length bytes, or 0 at end of stream (the peer shut down or closed gracefully,
  * or after SHUT_RD). Blocking: waits for data. Nonblocking: -EWOULDBLOCK. -ENOTCONN,
  * -ECONNRESET, -ENETDOWN. MSG_WAITALL waits for length bytes (or end of stream). */
+/* Also: -EWOULDBLOCK when SO_RCVTIMEO passed with nothing received, or with MSG_DONTWAIT;
+ * -ECANCELED (closed by another thread, or its context destroyed, while the call waited);
+ * -EINVAL (NULL buffer with a length); -EOPNOTSUPP (a flag other than MSG_PEEK, MSG_WAITALL,
+ * MSG_DONTWAIT); and a failed socket's failure (as for send). MSG_PEEK copies without
+ * consuming (with MSG_WAITALL: once length bytes are there, or the stream ended). MSG_WAITALL
+ * cut short by a failure, SO_RCVTIMEO or a close returns the bytes already copied; the error
+ * comes at the next call. */
 ssize_t sansock_recv(sansock_socket_t s, void* buffer, size_t length, int flags);
 
 /* SHUT_WR sends end of stream after the queued data; SHUT_RD makes receives return 0;
- * SHUT_RDWR both. A second shutdown of a direction is harmless (0). -ENOTCONN, -EINVAL. */
+ * SHUT_RDWR both. A second shutdown of a direction is harmless (0). -ENOTCONN, -EINVAL (how),
+ * and a failed socket's failure (-ECONNRESET, -ENETDOWN, -ETIMEDOUT, a failed connect's). */
 int sansock_shutdown(sansock_socket_t s, int how);
 
 /* SOL_SOCKET options: SO_LINGER (struct linger), SO_DONTLINGER (int; nonzero sets linger
@@ -194,6 +232,13 @@ int sansock_setsockopt(sansock_socket_t s, int level, int name, const void* valu
 int sansock_getsockopt(sansock_socket_t s, int level, int name, void* value, socklen_t* length);
 int sansock_getsockname(sansock_socket_t s, struct sockaddr* address, socklen_t* length);
 int sansock_getpeername(sansock_socket_t s, struct sockaddr* address, socklen_t* length);
+/* setsockopt also: -EISCONN (SO_RCVBUF on a connected or failed socket: the window is fixed
+ * when the connection opens), -EDOM (SO_RCVTIMEO, SO_SNDTIMEO with tv_usec outside 0..999999;
+ * a negative tv_sec is taken, as on Linux: the calls do not wait, and it reads back as {0, 0};
+ * one above 2^31 - 1 s saturates to that). getsockname: -ENOTCONN (the socket has no
+ * provider socket any more) or the failure that closed it. getpeername: -ENOTCONN (not
+ * connected) or the socket's failure. Both: -EINVAL (NULL address or length); the address is
+ * cut to *length, which is set to its full size. */
 
 /* Closes the handle, as the table of docs/semantics.md section 2:
  * - SO_DONTLINGER (default): returns 0 at once; queued data is still sent, then the connection
@@ -207,7 +252,9 @@ int sansock_getpeername(sansock_socket_t s, struct sockaddr* address, socklen_t*
  * - SO_LINGER n, nonblocking socket, data still unsent: -EWOULDBLOCK; the handle stays valid
  *   and no disconnect starts, until linger is changed or shutdown is called.
  * Pending asynchronous operations complete -ECANCELED before close returns; no other callback
- * runs for the socket afterwards. -ENOTSOCK, -EWOULDBLOCK, -ETIMEDOUT, -ECONNRESET, -ENETDOWN. */
+ * runs for the socket afterwards. -ENOTSOCK, -EWOULDBLOCK, -ETIMEDOUT, -ECONNRESET, -ENETDOWN,
+ * -ECANCELED (a lingering close whose socket another thread closed, or whose context was
+ * destroyed, meanwhile: the handle is gone). */
 int sansock_close(sansock_socket_t s);
 
 /* ---- Poll --------------------------------------------------------------------------------- */
@@ -225,7 +272,9 @@ struct sansock_pollfd {
 };
 
 /* Waits until one of the sockets is ready or timeout_ms passes (-1: no limit; 0: check).
- * Returns how many have revents set. All sockets must belong to one context (-EINVAL). */
+ * Returns how many have revents set. All sockets must belong to one context (-EINVAL; also for
+ * fds NULL or count 0). A socket closed, or whose context is destroyed, while the call waits
+ * reports SANSOCK_POLLNVAL (and the call returns). */
 int sansock_poll(struct sansock_pollfd* fds, size_t count, int timeout_ms);
 
 /* ---- Asynchronous (overlapped) operations ------------------------------------------------- */
@@ -237,7 +286,10 @@ int sansock_poll(struct sansock_pollfd* fds, size_t count, int timeout_ms);
 typedef void (*sansock_callback)(void* user, int64_t result);
 
 /* Return 0 when the operation was started (the callback follows), or a negated errno and no
- * callback. The buffer must stay valid until the callback. */
+ * callback. The buffer must stay valid until the callback. -EINVAL (NULL buffer or callback,
+ * length 0 or above INT64_MAX: the result could not be told from an error), -ENOTCONN,
+ * -EPIPE (send after SHUT_WR), -EINVAL (accept: not listening, also a socket whose connection
+ * failed), -ENOMEM, and a failed socket's failure (accept: a failed listener's). */
 int sansock_send_async(sansock_socket_t s, const void* buffer, size_t length, sansock_callback callback, void* user);
 int sansock_recv_async(sansock_socket_t s, void* buffer, size_t length, sansock_callback callback, void* user);
 int sansock_accept_async(sansock_socket_t s, sansock_callback callback, void* user);

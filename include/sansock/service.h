@@ -146,9 +146,9 @@ int sansock_channel_create(sansock_context* ctx, const struct sansock_channel_at
 
 /* CREATED -> OPENING -> OPEN: connects to address. Sync: waits (bounded by the switch's
  * connect bound). Async: -EINPROGRESS and the callback. 0; -EBADFD (not CREATED);
- * -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, -ENETDOWN, -EAFNOSUPPORT, -ENOMEM, -EMFILE (the
- * channel is CREATED again); -ECANCELED (aborted while opening; CREATED again); -EAGAIN (no
- * thread for an async open). */
+ * -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, -ENETDOWN, -EAFNOSUPPORT, -ENOMEM, -EMFILE,
+ * -EPROTO (verbs: the peer's handshake is not sansock's) (the channel is CREATED again);
+ * -ECANCELED (aborted while opening; CREATED again); -EAGAIN (no thread for an async open). */
 int sansock_channel_open(sansock_channel* c, const struct sockaddr* address, socklen_t length,
                          const struct sansock_async_context* async);
 
@@ -170,8 +170,10 @@ int sansock_channel_receive(sansock_channel* c, void* buffer, size_t capacity, s
 
 /* Ends the session (sends end of session after the messages already sent). Session channels
  * only. 0 at once, or (a send in progress) -EINPROGRESS and the callback / a wait. -EBADFD
- * (not OPEN, second shutdown, non-session channel), -ENOTRECOVERABLE (FAULTED), -ECANCELED
- * (aborted while waiting for a send). */
+ * (not OPEN, second shutdown, non-session channel), -ENOTRECOVERABLE (FAULTED, also when the
+ * channel faulted while the shutdown waited for a send), -ECANCELED (aborted while waiting
+ * for a send), or the socket's I/O error, which faults the channel (-ECONNRESET, -ENETDOWN,
+ * -ETIMEDOUT ...). */
 int sansock_channel_shutdown(sansock_channel* c, const struct sansock_async_context* async);
 
 /* CREATED or CLOSED: 0, CLOSED. OPEN: CLOSING, graceful: waits for pending sends, sends end of
@@ -230,8 +232,8 @@ struct sansock_service_host_attr {
     void* state;
 };
 
-/* Creates a host in CREATED with `count` (>= 1) endpoints. -EINVAL, -ENOMEM, -EAGAIN (as for
- * sansock_listener_create). */
+/* Creates a host in CREATED with `count` (>= 1) endpoints. -EINVAL, -EAFNOSUPPORT (an
+ * endpoint's address is not AF_INET), -ENOMEM, -EAGAIN (as for sansock_listener_create). */
 int sansock_service_host_create(sansock_context* ctx, const struct sansock_service_endpoint* endpoints, size_t count,
                                 const struct sansock_service_host_attr* attr, sansock_service_host** out);
 

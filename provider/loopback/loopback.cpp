@@ -85,6 +85,7 @@ struct lsock {
     sockaddr_in local{};
     sockaddr_in remote{};
     lsock* peer = nullptr;
+    int failure = 0; // SO_ERROR (negated): why the connection or the last connect failed, as verbs
 
     // The receive window: unread bytes from the peer, at most recv_slots * slot_size.
     std::unique_ptr<uint8_t[]> ring;
@@ -258,6 +259,7 @@ void drop_window(lsock* s) {
 // The connection is gone: pending I/O fails with `status`, later I/O with -ECONNRESET.
 void reset_socket(lsock* s, connection_event event, int status) {
     s->state = sock_state::reset;
+    s->failure = status;
     s->peer = nullptr;
     drop_window(s); // unread data is discarded, like a TCP RST
     complete_all(s, s->sends, status);
@@ -414,9 +416,7 @@ void give_to_accept(lsock* listener, lsock* arrival, operation* op) {
 int lb_create(const provider::config& settings, const provider::upcalls& calls, provider::instance** out) {
     if (out == nullptr) return -EINVAL;
     *out = nullptr;
-    if (settings.slot_size == 0 || settings.recv_slots == 0 || settings.send_slots == 0 ||
-        settings.max_sockets == 0 || window_bytes(settings) > (size_t(1) << 30))
-        return -EINVAL;
+    if (int rc = provider::check_config(settings)) return rc; // the same ranges as verbs
     auto inst = std::unique_ptr<loop_instance>(new (std::nothrow) loop_instance(settings));
     if (!inst) return -ENOMEM;
     inst->calls = calls;
@@ -574,6 +574,7 @@ int lb_connect(provider::instance* self, socket_handle h, operation* op) {
         break;
     }
     if (listener == nullptr) {
+        s->failure = -ECONNREFUSED;
         complete(s, op, -ECONNREFUSED);
         return 0;
     }
@@ -588,6 +589,7 @@ int lb_connect(provider::instance* self, socket_handle h, operation* op) {
     const socket_handle ah = listener->owner->table.insert(arrival.get());
     if (ah == provider::invalid_socket) { // the server is out of sockets: it refuses
         drop_window(s);
+        s->failure = -ECONNREFUSED;
         complete(s, op, -ECONNREFUSED);
         return 0;
     }
@@ -600,6 +602,7 @@ int lb_connect(provider::instance* self, socket_handle h, operation* op) {
     a->remote = s->local;
     a->peer = s;
     s->state = sock_state::connected;
+    s->failure = 0;
     s->remote = target;
     s->peer = a;
     if (!listener->accepts.empty()) {
@@ -688,7 +691,7 @@ int lb_getsockopt(provider::instance* self, socket_handle h, int level, int name
     int v = 0;
     switch (name) {
     case SO_TYPE: v = SOCK_STREAM; break;
-    case SO_ERROR: v = 0; break;
+    case SO_ERROR: v = -s->failure; break; // not cleared, as verbs (the switch keeps its own)
     case SO_RCVBUF: v = int(std::min<size_t>(window_bytes(inst->settings), INT32_MAX)); break;
     case SO_SNDBUF: v = int(std::min<size_t>(size_t(inst->settings.send_slots) * inst->settings.slot_size, INT32_MAX)); break;
     case SO_ACCEPTCONN: v = s->state == sock_state::listening; break;
@@ -891,6 +894,7 @@ int set_device_down(provider::instance* self) {
         release_port(s);
         drop_window(s);
         s->state = sock_state::down;
+        s->failure = -ENETDOWN;
         complete_all(s, s->sends, -ENETDOWN);
         complete_all(s, s->recvs, -ENETDOWN);
         complete_all(s, s->accepts, -ENETDOWN);

@@ -808,9 +808,7 @@ void reap_closed(verbs_instance& self) {
 
 int verbs_create(const config& settings, const upcalls& calls, provider::instance** out) {
     if (out == nullptr) return -EINVAL;
-    if (settings.slot_size < 64 || settings.slot_size > (1u << 30) || settings.send_slots < 1 ||
-        settings.recv_slots < 2 || settings.max_sockets < 1 || settings.resolve_timeout_ms <= 0)
-        return -EINVAL;
+    if (int rc = provider::check_config(settings)) return rc; // the same ranges as loopback
     auto self = std::make_unique<verbs_instance>(settings, calls);
     if (int rc = event_engine::create(self->engine)) return rc;
     self->events.reset(rdma_create_event_channel());

@@ -261,6 +261,54 @@ TEST_CASE("The peer of a hard close gets -ECONNRESET on pending and later I/O an
     CHECK(hosts.ops.close(hosts.b(), c.server) == 0);
 }
 
+// ---- SO_ERROR ----
+
+int so_error(const provider::ops& ops, provider::instance* inst, socket_handle s) {
+    int value = -1;
+    socklen_t length = sizeof value;
+    REQUIRE(ops.getsockopt(inst, s, SOL_SOCKET, SO_ERROR, &value, &length) == 0);
+    CHECK(length == sizeof value);
+    return value;
+}
+
+TEST_CASE("SO_ERROR is the socket's failure as a positive errno (0 while healthy), not cleared by reading") {
+    two_hosts hosts;
+    const auto& ops = hosts.ops;
+    SUBCASE("a connection whose peer closed hard") {
+        const auto c = hosts.connect();
+        CHECK(so_error(ops, hosts.a(), c.client) == 0);
+        CHECK(so_error(ops, hosts.b(), c.server) == 0);
+        REQUIRE(ops.close(hosts.a(), c.client) == 0);
+        REQUIRE(wait_until([&] { return hosts.side_b.count(c.server, connection_event::peer_reset) >= 1; },
+                           hosts.timeout()));
+        CHECK(so_error(ops, hosts.b(), c.server) == ECONNRESET);
+        CHECK(so_error(ops, hosts.b(), c.server) == ECONNRESET); // stays
+        CHECK(ops.close(hosts.b(), c.server) == 0);
+        CHECK(ops.close(hosts.b(), c.listener) == 0);
+    }
+    SUBCASE("a refused connect: the error it completed with") {
+        socket_handle bound = 0; // bound, not listening: nobody can listen on its port
+        REQUIRE(ops.socket(hosts.b(), &bound) == 0);
+        const sockaddr_in any_port = ipv4(hosts.fx.listen_address, 0);
+        REQUIRE(ops.bind(hosts.b(), bound, reinterpret_cast<const sockaddr*>(&any_port), sizeof any_port) == 0);
+        sockaddr_in name{};
+        socklen_t length = sizeof name;
+        REQUIRE(ops.getsockname(hosts.b(), bound, reinterpret_cast<sockaddr*>(&name), &length) == 0);
+        socket_handle s = 0;
+        REQUIRE(ops.socket(hosts.a(), &s) == 0);
+        CHECK(so_error(ops, hosts.a(), s) == 0);
+        tracked& con = hosts.new_op(operation_kind::connect);
+        set_address(con.op, name);
+        REQUIRE(ops.connect(hosts.a(), s, &con.op) == 0);
+        REQUIRE(wait_until([&] { return con.completions.load() == 1; }, hosts.timeout()));
+        const int64_t r = con.result.load();
+        REQUIRE(r < 0);
+        CHECK(so_error(ops, hosts.a(), s) == -r);
+        CHECK(ops.close(hosts.a(), s) == 0);
+        CHECK(ops.close(hosts.b(), bound) == 0);
+    }
+}
+
 // ---- stale handles ----
 
 // Every entry that takes a socket, with `s`, must give -ENOTSOCK.
@@ -295,7 +343,11 @@ void check_every_entry_refuses(two_hosts& hosts, provider::instance* inst, socke
 }
 
 TEST_CASE("A closed handle gives -ENOTSOCK for every entry, also after its slot was reused") {
-    two_hosts hosts;
+    // Four slots per instance: of the first four sockets opened on a afterwards (its only
+    // ones) one must take the stale handle's slot, so the reuse is certain, not hoped for.
+    provider::config four = small_config();
+    four.max_sockets = 4;
+    two_hosts hosts(four);
     const auto& ops = hosts.ops;
     socket_handle stale = 0;
     SUBCASE("a socket that was never connected") {
@@ -313,14 +365,14 @@ TEST_CASE("A closed handle gives -ENOTSOCK for every entry, also after its slot 
     // Open sockets until one reuses the stale handle's slot (low 32 bits).
     std::vector<socket_handle> fresh;
     bool reused = false;
-    for (int i = 0; i < 64 && !reused; ++i) {
+    for (uint32_t i = 0; i < four.max_sockets && !reused; ++i) {
         socket_handle s = 0;
         REQUIRE(ops.socket(hosts.a(), &s) == 0);
         CHECK(s != stale);
         fresh.push_back(s);
         reused = uint32_t(s) == uint32_t(stale);
     }
-    WARN_MESSAGE(reused, "the provider did not reuse the slot within 64 sockets");
+    REQUIRE_MESSAGE(reused, "no socket took the stale handle's slot: the check below would prove nothing");
     check_every_entry_refuses(hosts, hosts.a(), stale);
     // The new sockets are unaffected.
     for (socket_handle s : fresh) {
@@ -690,24 +742,55 @@ TEST_CASE("Bad input is refused with the documented errno and no completion") {
 // ---- memory accounting ----
 
 TEST_CASE("query_memory reports registered memory consistent with the configuration") {
+    // The expectations come from the configuration and from the connections this case made,
+    // never from the provider's own counts: registered_bytes == connections * per_connection
+    // with both read from the provider would hold whatever the provider registered.
     two_hosts hosts;
     const auto& cfg = hosts.settings;
     const uint64_t per_connection = (uint64_t(cfg.send_slots) + cfg.recv_slots) * cfg.slot_size;
-    const auto c = hosts.connect();
-    provider::memory_stats a{}, b{};
-    REQUIRE(hosts.ops.query_memory(hosts.a(), &a) == 0);
-    REQUIRE(hosts.ops.query_memory(hosts.b(), &b) == 0);
+    auto stats_of = [&](provider::instance* inst) {
+        provider::memory_stats m{};
+        REQUIRE(hosts.ops.query_memory(inst, &m) == 0);
+        return m;
+    };
+    CHECK(stats_of(hosts.a()).connections == 0);
+    CHECK(stats_of(hosts.a()).registered_bytes == stats_of(hosts.a()).shared_bytes);
+    constexpr uint64_t made = 3; // each with one end on a and one on b
+    std::vector<two_hosts::connection> connections;
+    for (uint64_t i = 0; i < made; ++i) connections.push_back(hosts.connect());
+    const provider::memory_stats a = stats_of(hosts.a());
+    const provider::memory_stats b = stats_of(hosts.b());
     CHECK(a.per_connection_bytes == per_connection);
-    CHECK(a.connections == 1);
-    CHECK(a.sockets == 1);
-    CHECK(a.registered_bytes == a.connections * per_connection + a.shared_bytes);
-    CHECK(b.connections == 1);
-    CHECK(b.sockets == 2); // listener and accepted socket
-    CHECK(b.registered_bytes == b.connections * per_connection + b.shared_bytes);
-    REQUIRE(hosts.ops.close(hosts.a(), c.client) == 0);
-    REQUIRE(hosts.ops.close(hosts.b(), c.server) == 0);
-    REQUIRE(hosts.ops.close(hosts.b(), c.listener) == 0);
+    CHECK(a.connections == made);
+    CHECK(a.sockets == made);
+    CHECK(a.registered_bytes == a.shared_bytes + made * per_connection);
+    CHECK(b.connections == made);
+    CHECK(b.sockets == 2 * made); // listeners and accepted sockets
+    CHECK(b.registered_bytes == b.shared_bytes + made * per_connection);
+    // One connection less: its ends' memory goes, the others' stays.
+    REQUIRE(hosts.ops.close(hosts.a(), connections[0].client) == 0);
+    REQUIRE(hosts.ops.close(hosts.b(), connections[0].server) == 0);
+    auto registered_is = [&](provider::instance* inst, uint64_t count) {
+        return wait_until(
+            [&] {
+                provider::memory_stats now{};
+                return hosts.ops.query_memory(inst, &now) == 0 && now.connections == count &&
+                       now.registered_bytes == now.shared_bytes + count * per_connection;
+            },
+            hosts.timeout());
+    };
+    CHECK(registered_is(hosts.a(), made - 1));
+    CHECK(registered_is(hosts.b(), made - 1));
+    for (const auto& c : connections) {
+        if (&c != &connections[0]) {
+            REQUIRE(hosts.ops.close(hosts.a(), c.client) == 0);
+            REQUIRE(hosts.ops.close(hosts.b(), c.server) == 0);
+        }
+        REQUIRE(hosts.ops.close(hosts.b(), c.listener) == 0);
+    }
     // Teardown may be deferred: wait for the connections' memory to be released.
+    CHECK(registered_is(hosts.a(), 0));
+    CHECK(registered_is(hosts.b(), 0));
     CHECK(wait_until(
         [&] {
             provider::memory_stats now{};

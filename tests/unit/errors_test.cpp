@@ -48,7 +48,7 @@ TEST_CASE("sansock_strerror names the Windows condition of every sansock code") 
 TEST_CASE("sansock_strerror never returns NULL, whatever the code") {
     CHECK(std::string(sansock_strerror(0)) == "success");
     CHECK(std::string(sansock_strerror(-ENOMEM)) == strerrordesc_np(ENOMEM));
-    for (int code : {1, 42, -100000, -4096, INT32_MIN + 1}) {
+    for (int code : {1, 42, -100000, -4096, INT32_MIN + 1, INT32_MIN, INT32_MAX}) {
         INFO("code " << code);
         const char* text = sansock_strerror(code);
         REQUIRE(text != nullptr);
