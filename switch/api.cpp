@@ -356,6 +356,7 @@ extern "C" int sansock_setsockopt(sansock_socket_t h, int level, int name, const
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (value == nullptr) return -EINVAL;
+    if (int rc = set_keepalive_option(*s, level, name, value, length); rc != not_a_keepalive_option) return rc;
     if (level != SOL_SOCKET) return -ENOPROTOOPT;
     auto as_int = [&](int& out) {
         if (length < static_cast<socklen_t>(sizeof(int))) return -EINVAL;
@@ -416,6 +417,7 @@ extern "C" int sansock_getsockopt(sansock_socket_t h, int level, int name, void*
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (value == nullptr || length == nullptr) return -EINVAL;
+    if (int rc = get_keepalive_option(*s, level, name, value, length); rc != not_a_keepalive_option) return rc;
     if (level != SOL_SOCKET) return -ENOPROTOOPT;
     auto put = [&](const void* data, socklen_t size) {
         if (*length < size) return -EINVAL;

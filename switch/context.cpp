@@ -343,6 +343,7 @@ int create_context(const sansock_context_attr* given, const context_hooks& hooks
         attr.window_bytes < session::min_window || attr.window_bytes > session::max_window)
         return -EINVAL;
     if (int rc = resolve_log_attributes(attr)) return rc;
+    if (int rc = resolve_keepalive_attributes(attr)) return rc;
 
     auto ctx = std::make_unique<context>();
     if (!context_arrives()) return -ENOMEM;
@@ -434,6 +435,10 @@ extern "C" void sansock_context_attr_init(struct sansock_context_attr* attr) {
     attr->recv_slots = 8;
     attr->window_bytes = 256 * 1024;
     attr->busy_poll_us = 1000;
+    attr->keepalive = SANSOCK_KEEPALIVE_ON; // docs/semantics.md, "Keepalive": why on, why these
+    attr->keepalive_idle_s = 30;
+    attr->keepalive_interval_s = 10;
+    attr->keepalive_count = 6;
 }
 
 extern "C" int sansock_context_create(const struct sansock_context_attr* attr, sansock_context** out) {

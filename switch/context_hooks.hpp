@@ -37,6 +37,9 @@ struct socket_internals {
     size_t unread = 0;           // bytes received and not read
     size_t buffer_bytes = 0;     // capacity of its buffers for received data: staging, spares, blocks
     size_t bookkeeping_bytes = 0; // the blocks' descriptors
+    uint64_t probes_sent = 0;    // keepalive probes sent, in all
+    uint64_t probe_replies = 0;  // their replies received
+    uint32_t probes_unanswered = 0; // probes since the peer was last heard from
 };
 // The socket must stay open during the call (no other thread closes it).
 socket_internals internals_of(sansock_socket_t s);

@@ -76,6 +76,7 @@ const char* reason_name(sansock_reset_reason reason) {
     case SANSOCK_RESET_CONTEXT_DESTROY: return "context destroyed";
     case SANSOCK_RESET_PEER: return "the peer reset the connection";
     case SANSOCK_RESET_NETWORK_DOWN: return "the network device went away";
+    case SANSOCK_RESET_KEEPALIVE_TIMEOUT: return "keepalive time-out, the peer is dead";
     default: return "unknown reason";
     }
 }
@@ -88,6 +89,7 @@ int reason_level(sansock_reset_reason reason) {
     case SANSOCK_RESET_NETWORK_DOWN: return SANSOCK_LOG_ERROR;
     case SANSOCK_RESET_LINGER_TIMEOUT:
     case SANSOCK_RESET_GRACEFUL_TIMEOUT:
+    case SANSOCK_RESET_KEEPALIVE_TIMEOUT:
     case SANSOCK_RESET_PEER: return SANSOCK_LOG_INFO;
     default: return SANSOCK_LOG_DEBUG;
     }

@@ -45,7 +45,8 @@ bool validate(const header& h, const receive_state& state, char* problem, size_t
         return false;
     };
     if (h.magic != magic) return fail("bad magic %u", unsigned(h.magic));
-    if (h.version != version) return fail("unsupported protocol version %u", unsigned(h.version));
+    if (h.version != version)
+        return fail("session protocol version %u: this switch speaks version %u only", unsigned(h.version), unsigned(version));
     if (h.reserved != 0) return fail("reserved field not zero");
     switch (h.type) {
     case message_type::hello:
@@ -77,6 +78,13 @@ bool validate(const header& h, const receive_state& state, char* problem, size_t
         if (!state.fin_sent) return fail("FIN_ACK before our FIN");
         if (state.fin_ack_received) return fail("second FIN_ACK");
         if (h.length != 0 || h.value != 0) return fail("FIN_ACK with a payload");
+        return true;
+    case message_type::keepalive:
+        if (!state.hello_received) return fail("KEEPALIVE before HELLO");
+        if (h.length != 0) return fail("KEEPALIVE with a payload");
+        if (h.value == keepalive_probe) return true;
+        if (h.value != keepalive_reply) return fail("KEEPALIVE with value %u", h.value);
+        if (state.probes_outstanding == 0) return fail("KEEPALIVE reply without a probe");
         return true;
     }
     return fail("unknown message type %u", unsigned(h.type));

@@ -10,6 +10,9 @@
 // FIN    no more DATA in this direction (graceful shutdown of one direction); length 0
 // FIN_ACK the receiver's switch has taken the FIN, so every byte before it is in its buffer:
 //        only then may the FIN's sender close the connection hard; length 0
+// KEEPALIVE value 0: a probe (the sender has heard nothing for a while), which the receiver's
+//        switch answers at once with value 1, the reply; length 0; any time after HELLO
+//        (version 2: a version 1 switch does not know it, so versions must match exactly)
 #pragma once
 
 #include <cstddef>
@@ -18,13 +21,17 @@
 namespace sansock::session {
 
 inline constexpr uint16_t magic = 0x5353;
-inline constexpr uint8_t version = 1;
+inline constexpr uint8_t version = 2; // 2: KEEPALIVE (docs/protocol.md 2.6)
 inline constexpr size_t header_size = 16;
 inline constexpr uint32_t max_data_payload = 64 * 1024;
 inline constexpr uint32_t min_window = 4096;
 inline constexpr uint32_t max_window = 64u << 20;
 
-enum class message_type : uint8_t { hello = 1, data = 2, credit = 3, fin = 4, fin_ack = 5 };
+enum class message_type : uint8_t { hello = 1, data = 2, credit = 3, fin = 4, fin_ack = 5, keepalive = 6 };
+
+// The value of a KEEPALIVE.
+inline constexpr uint32_t keepalive_probe = 0;
+inline constexpr uint32_t keepalive_reply = 1;
 
 struct header {
     uint16_t magic = session::magic;
@@ -50,6 +57,7 @@ struct receive_state {
     uint32_t peer_window = 0;   // the window the peer advertised
     bool fin_sent = false;      // we sent our FIN
     bool fin_ack_received = false;
+    uint32_t probes_outstanding = 0; // KEEPALIVE probes we sent that have not been answered
 };
 
 // Checks a received header against the protocol and the connection's state. True when the

@@ -233,6 +233,16 @@ void parse_frames(stream_socket& s) {
             s.session.fin_ack_received = true;
             finish_graceful_if_done(s);
             break;
+        case session::message_type::keepalive:
+            if (h.value == session::keepalive_probe) {
+                // Answered at once, in every state after HELLO (also once the socket is closed
+                // and its disconnect runs in the background): the peer asks whether we live.
+                send_control(s, session::message_type::keepalive, session::keepalive_reply);
+            } else {
+                --s.session.probes_outstanding; // (receiving it already counts as life)
+                ++s.probe_replies;
+            }
+            break;
         }
         if (s.state == socket_state::failed) return;
         pos += total;
@@ -282,6 +292,10 @@ void on_accepted(stream_socket& listener, provider_request& r) {
     s.window_bytes = listener.window_bytes;
     s.send_buffer_limit = listener.send_buffer_limit;
     s.linger_option = listener.linger_option;
+    s.keepalive = listener.keepalive; // as Linux: a listener's keepalive options pass on
+    s.keepalive_idle_s = listener.keepalive_idle_s;
+    s.keepalive_interval_s = listener.keepalive_interval_s;
+    s.keepalive_count = listener.keepalive_count;
     ctx.by_provider_socket[s.ps] = &s;
     ctx.sockets.emplace(&s, std::move(owned));
     start_connection(s);
@@ -314,6 +328,8 @@ void on_received(stream_socket& s, provider_request& r) {
         return;
     }
     s.staged += static_cast<size_t>(r.result);
+    s.heard_from = s.ctx->now(); // any bytes from the peer: it lives (keepalive)
+    s.probes_unanswered = 0;
     parse_frames(s);
     post_recv(s);
 }
@@ -355,6 +371,8 @@ void start_connection(stream_socket& s) {
     if (s.send_buffer_limit == 0) s.send_buffer_limit = window;
     s.staging.assign(staging_size, 0);
     s.staged = 0;
+    s.heard_from = s.ctx->now();
+    s.probes_unanswered = 0;
     socklen_t length = sizeof s.local_address;
     s.ctx->ops.getsockname(s.ctx->instance, s.ps, reinterpret_cast<sockaddr*>(&s.local_address), &length);
     length = sizeof s.peer_address;
@@ -531,11 +549,75 @@ void finish_graceful_if_done(stream_socket& s) {
     }
 }
 
+namespace {
+
+// Keepalive (docs/semantics.md, "Keepalive"): after `idle` seconds with nothing received, a
+// probe; one more every `interval` seconds while nothing comes; dead once `idle + count x
+// interval` seconds have passed without a byte from the peer, the probes unanswered. Measured
+// from the last bytes received, so a late check sends one probe for those it missed and the
+// connection ends on time whatever the checks' rhythm.
+struct keepalive_due {
+    enum { none, probe, dead } what = none;
+    uint32_t probes = 0; // probes that should have gone by now
+};
+
+keepalive_due keepalive_check(const stream_socket& s, time_point now) {
+    // Both FINs exchanged: nothing is left to wait for on either side (the close that follows
+    // has its own time-out).
+    if (s.state != socket_state::connected || s.ps == 0 || (s.session.fin_sent && s.session.fin_received)) return {};
+    const keepalive_settings k = keepalive_of(s);
+    if (!k.on) return {};
+    const auto silent = now - s.heard_from;
+    const auto idle = std::chrono::seconds(k.idle_s), interval = std::chrono::seconds(k.interval_s);
+    if (silent < idle) return {};
+    if (silent >= idle + interval * k.count) return {keepalive_due::dead, k.count};
+    const auto probes = static_cast<uint32_t>(1 + (silent - idle) / interval);
+    if (probes <= s.probes_unanswered) return {};
+    return {keepalive_due::probe, probes};
+}
+
+void send_probe(stream_socket& s, uint32_t probes) {
+    s.probes_unanswered = probes;
+    // Our HELLO went first, so the peer may be probed before its own HELLO has come.
+    if (int rc = send_control(s, session::message_type::keepalive, session::keepalive_probe)) {
+        // Refused: the provider has lost the connection. (Out of memory: this probe is lost;
+        // the next goes on time, and the end comes on time in any case.)
+        if (rc != -ENOMEM) on_reset(s, rc == -ENETDOWN ? rc : -ECONNRESET);
+        return;
+    }
+    ++s.session.probes_outstanding;
+    ++s.probes_sent;
+}
+
+// The peer answered none of the probes: the connection is dead (as TCP, it is reset).
+void keepalive_expired(stream_socket& s) {
+    const keepalive_settings k = keepalive_of(s);
+    char detail[160];
+    std::snprintf(detail, sizeof detail,
+                  "nothing received for %u s, %u probes %u s apart unanswered", k.idle_s + k.count * k.interval_s,
+                  s.probes_unanswered, k.interval_s);
+    report_reset(s, true, SANSOCK_RESET_KEEPALIVE_TIMEOUT, detail);
+    if (s.closing) s.finished = true;
+    fail_socket(s, -ETIMEDOUT);
+    hard_close(s);
+}
+
+} // namespace
+
 void check_timers(context& ctx) {
     const time_point now = ctx.now();
     std::vector<stream_socket*> expired;
-    for (auto& [s, owned] : ctx.sockets)
+    std::vector<std::pair<stream_socket*, keepalive_due>> silent;
+    for (auto& [s, owned] : ctx.sockets) {
         if (s->closing && !s->finished && s->ps != 0 && now >= s->graceful_deadline) expired.push_back(s);
+        else if (const keepalive_due due = keepalive_check(*s, now); due.what != keepalive_due::none)
+            silent.emplace_back(s, due);
+    }
+    for (auto& [s, due] : silent) {
+        if (due.what == keepalive_due::probe) send_probe(*s, due.probes);
+        else keepalive_expired(*s);
+        maybe_free(*s);
+    }
     for (stream_socket* s : expired) {
         char detail[64];
         std::snprintf(detail, sizeof detail, "not finished within %u ms", ctx.attr.graceful_timeout_ms);
@@ -589,6 +671,9 @@ socket_internals internals_of(sansock_socket_t handle) {
     out.buffer_bytes = s->staging.capacity() + s->spare_staging.capacity() + s->spare_compact.capacity();
     for (const sw::received_block& block : s->received) out.buffer_bytes += block.bytes.capacity();
     out.bookkeeping_bytes = s->received.size() * sizeof(sw::received_block);
+    out.probes_sent = s->probes_sent;
+    out.probe_replies = s->probe_replies;
+    out.probes_unanswered = s->probes_unanswered;
     return out;
 }
 } // namespace sansock

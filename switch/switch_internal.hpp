@@ -91,6 +91,18 @@ struct stream_socket {
     bool notifications_off = false;    // a busy-poll left the provider not waking progress for it
 
     bool reset_counted = false;        // its reset was counted and logged (once per connection)
+
+    // Dead-peer detection (docs/semantics.md, "Keepalive"): SO_KEEPALIVE (-1: the context's
+    // attr.keepalive), TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT (0: the context's); inherited
+    // by the connections a listener accepts. Once connected: when the peer was last heard from
+    // (any bytes received; or keepalive was turned on), and the probes sent since.
+    int8_t keepalive = -1;
+    uint8_t keepalive_count = 0;
+    uint16_t keepalive_idle_s = 0;
+    uint16_t keepalive_interval_s = 0;
+    time_point heard_from{};
+    uint32_t probes_unanswered = 0;
+    uint64_t probes_sent = 0, probe_replies = 0; // totals (tests)
     sockaddr_in local_address{};       // once connected (log messages)
     sockaddr_in peer_address{};
 
@@ -236,6 +248,20 @@ stream_socket* lock_socket(sansock_socket_t handle, socket_call& lock);
 stream_socket* lock_socket(sansock_socket_t handle, std::unique_lock<std::mutex>& lock);
 // The socket behind `handle` (its context's lock must be held by the caller), or nullptr.
 stream_socket* find_registered(sansock_socket_t handle);
+
+// --- keepalive.cpp: SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT and their defaults ----
+// Fills in the defaults of the keepalive attributes and checks them. 0 or -EINVAL.
+int resolve_keepalive_attributes(sansock_context_attr& attr);
+struct keepalive_settings {
+    bool on = false;
+    uint32_t idle_s = 0, interval_s = 0, count = 0;
+};
+keepalive_settings keepalive_of(const stream_socket& s);
+// setsockopt and getsockopt of those four options: 0, a negated errno, or
+// not_a_keepalive_option when (level, name) is none of them.
+inline constexpr int not_a_keepalive_option = 1;
+int set_keepalive_option(stream_socket& s, int level, int name, const void* value, socklen_t length);
+int get_keepalive_option(const stream_socket& s, int level, int name, void* value, socklen_t* length);
 
 // --- stream_socket.cpp ---------------------------------------------------------------------------
 void on_provider_event(void* context, provider::socket_handle ps, provider::connection_event event, int status) noexcept;

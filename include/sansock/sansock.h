@@ -79,9 +79,30 @@ struct sansock_context_attr {
     /* Where messages go; NULL: standard error, one line each, prefixed "sansock: ". */
     sansock_log_fn log;
     void* log_user;                /* passed to log */
+    /* Dead-peer detection: the initial SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL and
+     * TCP_KEEPCNT of the context's sockets (see sansock_setsockopt). After keepalive_idle_s
+     * seconds with nothing received on a connection the switch sends a probe, which the peer's
+     * switch answers; after keepalive_count probes keepalive_interval_s seconds apart have gone
+     * unanswered, the connection fails with -ETIMEDOUT. On by default, unlike TCP (off, 7200 s,
+     * 75 s, 9) and rsockets (off): over RDMA a vanished host is otherwise never noticed, since
+     * the transport retries a dead peer without end (rxe), so a blocked recv would wait
+     * forever; UCX keeps its keepalive on too (20 s) and SMC-R tests its links every 30 s. The
+     * defaults, 30 s, 10 s and 6, end every wait on a dead peer within 90 s, and let a live
+     * peer's switch go without answering for as long (manual progress not called, a long
+     * callback on the progress thread); a probe is 16 bytes. docs/semantics.md, "Keepalive". */
+    uint32_t keepalive;            /* enum sansock_keepalive; 0: default on */
+    uint32_t keepalive_idle_s;     /* 0: default 30; at most 32767 */
+    uint32_t keepalive_interval_s; /* 0: default 10; at most 32767 */
+    uint32_t keepalive_count;      /* 0: default 6; at most 127 */
 };
 
 #define SANSOCK_NO_BUSY_POLL 0xffffffffu
+
+enum sansock_keepalive {
+    SANSOCK_KEEPALIVE_DEFAULT = 0, /* on */
+    SANSOCK_KEEPALIVE_ON = 1,
+    SANSOCK_KEEPALIVE_OFF = 2
+};
 
 /* Fills *attr with the defaults. */
 void sansock_context_attr_init(struct sansock_context_attr* attr);
@@ -106,9 +127,9 @@ int sansock_context_destroy(sansock_context* ctx);
 
 /* ---- Counters ----------------------------------------------------------------------------- */
 
-/* Why a connection was reset (hard-closed): the index of resets_sent (0 to 4: this context
- * reset it) and resets_received (5 and 6: the reset came to it). A connection's reset is
- * counted once, for the first reason, and only if it was connected until then. */
+/* Why a connection was reset (hard-closed): the index of resets_sent (0 to 4 and 7: this
+ * context reset it) and resets_received (5 and 6: the reset came to it). A connection's reset
+ * is counted once, for the first reason, and only if it was connected until then. */
 enum sansock_reset_reason {
     SANSOCK_RESET_ABORTIVE_CLOSE = 0,  /* closed with SO_LINGER {1, 0}; or, not accepted yet, its listener was */
     SANSOCK_RESET_LINGER_TIMEOUT = 1,  /* a lingering close ran out of time */
@@ -117,7 +138,8 @@ enum sansock_reset_reason {
     SANSOCK_RESET_CONTEXT_DESTROY = 4, /* the context was destroyed with the connection live */
     SANSOCK_RESET_PEER = 5,            /* received: the peer went away without a graceful close */
     SANSOCK_RESET_NETWORK_DOWN = 6,    /* received: the device or port went away */
-    SANSOCK_RESET_REASONS = 7
+    SANSOCK_RESET_KEEPALIVE_TIMEOUT = 7, /* the peer answered no keepalive probe (SO_KEEPALIVE) */
+    SANSOCK_RESET_REASONS = 8          /* 7 in version 0.2: see sansock_context_stats */
 };
 
 /* Totals since the context was created; registered_bytes is the amount now. In C++ the type
@@ -193,7 +215,8 @@ int sansock_connect(sansock_socket_t s, const struct sockaddr* address, socklen_
 
 /* Queues data for sending; returns the bytes taken (1..length). Blocking: waits for room.
  * Nonblocking: -EWOULDBLOCK when the send buffer is full. -ENOTCONN, -EPIPE (after SHUT_WR or
- * close), -ECONNRESET (the peer reset), -ENETDOWN. */
+ * close), -ECONNRESET (the peer reset), -ENETDOWN, -ETIMEDOUT (keepalive: the peer is
+ * dead). */
 /* Also: -EWOULDBLOCK when SO_SNDTIMEO passed with nothing taken, or with MSG_DONTWAIT (this
  * call only is nonblocking); -ECANCELED (closed by another thread, or its context destroyed,
  * while the call waited); -EINVAL (NULL buffer with a length); -EOPNOTSUPP (a flag other than
@@ -204,7 +227,8 @@ ssize_t sansock_send(sansock_socket_t s, const void* buffer, size_t length, int 
 
 /* Returns 1..length bytes, or 0 at end of stream (the peer shut down or closed gracefully,
  * or after SHUT_RD). Blocking: waits for data. Nonblocking: -EWOULDBLOCK. -ENOTCONN,
- * -ECONNRESET, -ENETDOWN. MSG_WAITALL waits for length bytes (or end of stream). */
+ * -ECONNRESET, -ENETDOWN, -ETIMEDOUT (keepalive). MSG_WAITALL waits for length bytes (or end
+ * of stream). */
 /* Also: -EWOULDBLOCK when SO_RCVTIMEO passed with nothing received, or with MSG_DONTWAIT;
  * -ECANCELED (closed by another thread, or its context destroyed, while the call waited);
  * -EINVAL (NULL buffer with a length); -EOPNOTSUPP (a flag other than MSG_PEEK, MSG_WAITALL,
@@ -221,9 +245,16 @@ int sansock_shutdown(sansock_socket_t s, int how);
 
 /* SOL_SOCKET options: SO_LINGER (struct linger), SO_DONTLINGER (int; nonzero sets linger
  * off, zero sets it on with the stored interval), SO_SNDBUF, SO_RCVBUF (int, bytes),
- * SO_ERROR (get: the pending error, positive errno, cleared), SO_TYPE (get). And
- * SANSOCK_SO_NONBLOCK (int). -ENOPROTOOPT (unknown option), -EINVAL (NULL value, short
- * length), -EFAULT is never returned. */
+ * SO_ERROR (get: the pending error, positive errno, cleared), SO_TYPE (get), SO_KEEPALIVE
+ * (int, nonzero: on). And SANSOCK_SO_NONBLOCK (int). IPPROTO_TCP options (int, as on Linux;
+ * <netinet/tcp.h>): TCP_KEEPIDLE (seconds, 1 to 32767), TCP_KEEPINTVL (seconds, 1 to 32767),
+ * TCP_KEEPCNT (1 to 127); other values -EINVAL. With SO_KEEPALIVE on (by default: see
+ * sansock_context_attr), a connection that has received nothing for TCP_KEEPIDLE seconds
+ * gets a probe, which the peer's switch answers; after TCP_KEEPCNT probes TCP_KEEPINTVL
+ * seconds apart have gone unanswered it fails with -ETIMEDOUT (blocked calls return it, poll
+ * reports SANSOCK_POLLERR). Accepted connections take these four from their listener.
+ * -ENOPROTOOPT (unknown option or level), -EINVAL (NULL value, short length), -EFAULT is
+ * never returned. */
 #define SANSOCK_SO_NONBLOCK 0x5301
 #ifndef SO_DONTLINGER
 #define SO_DONTLINGER ((int)(~SO_LINGER))

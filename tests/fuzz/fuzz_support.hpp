@@ -167,8 +167,9 @@ inline uint32_t get32(const uint8_t* p) {
 inline wire_header read_header(const uint8_t* p) {
     return {uint16_t(p[0] | p[1] << 8), p[2], p[3], get32(p + 4), get32(p + 8), get32(p + 12)};
 }
+inline constexpr uint8_t session_version = 2; // docs/protocol.md 2.6
 inline void put_header(uint8_t* out, uint8_t type, uint32_t length, uint32_t value) {
-    const uint8_t fixed[4] = {0x53, 0x53, 1, type};
+    const uint8_t fixed[4] = {0x53, 0x53, session_version, type};
     std::memcpy(out, fixed, 4);
     for (int i = 0; i < 4; ++i) {
         out[4 + i] = uint8_t(length >> (8 * i));
@@ -177,7 +178,7 @@ inline void put_header(uint8_t* out, uint8_t type, uint32_t length, uint32_t val
     }
 }
 inline constexpr size_t header_size = 16;
-inline constexpr uint8_t t_hello = 1, t_data = 2, t_credit = 3, t_fin = 4, t_fin_ack = 5;
+inline constexpr uint8_t t_hello = 1, t_data = 2, t_credit = 3, t_fin = 4, t_fin_ack = 5, t_keepalive = 6;
 
 // A provider end of its own on the fabric, driven by hand: no progress thread, so completions
 // arrive only when the target calls progress().

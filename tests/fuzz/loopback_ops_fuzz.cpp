@@ -583,6 +583,9 @@ void one_input(const uint8_t* data, size_t size) {
         attr.recv_slots = 4;
         attr.send_slots = 4;
         attr.graceful_timeout_ms = 1000;
+        // A freeze with the clock moving for minutes would be a dead peer to keepalive, which
+        // this target's model does not know; tests/switch/keepalive_test covers it.
+        attr.keepalive = SANSOCK_KEEPALIVE_OFF;
         attr.log_level = SANSOCK_LOG_DEBUG;
         attr.log = &log_sink;
         attr.log_user = &x.log_bytes;

@@ -18,7 +18,8 @@
 //   op 0  raw end sends the next arg+1 input bytes        op 8  close: arg&3 = SO_DONTLINGER,
 //   op 1  raw end sends the next (byte+1) input bytes           {1,0}, {1,n} blocking, {1,n}
 //   op 2  raw end sends u16+1 filler bytes                      nonblocking; n = 1 + (arg>>2 & 1)
-//   op 3  raw end sends a well-formed frame (arg&7)       op 9  setsockopt (arg&7)
+//   op 3  raw end sends a well-formed frame (arg; 8, 9:   op 9  setsockopt (arg&7)
+//         KEEPALIVE probe, reply; 10-15 as arg&7)
 //   op 4  arg+1 progress rounds                           op 10 poll, events arg, timeout 0
 //   op 5  recv (byte+1) << (arg&7) bytes, arg&8 WAITALL   op 11 getsockopt/getsockname/stats
 //   op 6  send u16+1 bytes                                op 12 the clock moves (arg+1)*250 ms
@@ -31,8 +32,10 @@
 // protocol or the peer went away; what the application reads is exactly a prefix of the
 // payload of the DATA the model accepts (all of it, then end of stream, when the connection is
 // healthy); the switch's own messages follow the protocol and carry the bytes sent in order;
-// each async recv completes once; context destroy returns 0 and frees everything (ASan's
-// leak check runs after inputs that did not free what they allocated).
+// each async recv completes once; every KEEPALIVE probe of the raw end is answered; context
+// destroy returns 0 and frees everything (ASan's leak check runs after inputs that did not free
+// what they allocated). The switch's own keepalive is off: the raw end never answers probes,
+// and the fuzz clock moves by hours.
 #include <sys/time.h>
 
 #include <memory>
@@ -71,6 +74,7 @@ struct peer_model {
     std::vector<uint8_t> payload;        // the DATA payload being received
     std::vector<uint8_t> valid_payload;  // complete payloads of accepted DATA, in order
     bool hello = false, fin = false, fin_ack = false;
+    uint64_t probes = 0;       // KEEPALIVE probes accepted: each must be answered
     uint32_t peer_window = 0;
     uint64_t data_total = 0;   // DATA lengths of accepted headers
     uint64_t credit_total = 0; // CREDIT values of accepted headers
@@ -89,7 +93,7 @@ struct peer_model {
     void judge(const observed& o) {
         const wire_header h = read_header(header);
         if (h.magic != 0x5353) return reject("bad magic");
-        if (h.version != 1) return reject("bad version");
+        if (h.version != session_version) return reject("bad version");
         if (h.reserved != 0) return reject("reserved field");
         switch (h.type) {
         case t_hello:
@@ -132,6 +136,13 @@ struct peer_model {
             if (!o.switch_fin) maybe = true;
             fin_ack = true;
             return;
+        case t_keepalive:
+            if (!hello) return reject("KEEPALIVE before HELLO");
+            if (h.length != 0) return reject("KEEPALIVE with a payload");
+            if (h.value == 1) return reject("KEEPALIVE reply without a probe"); // the switch never probes here
+            if (h.value != 0) return reject("KEEPALIVE value");
+            ++probes;
+            return;
         default: return reject("unknown type");
         }
     }
@@ -163,6 +174,7 @@ struct switch_stream {
     std::vector<uint8_t> pending;   // bytes not parsed yet
     bool hello = false, fin = false;
     int fin_acks = 0;
+    uint64_t replies = 0; // KEEPALIVE replies
     uint64_t data = 0, credit = 0;
     uint64_t payload_left = 0;
 
@@ -184,7 +196,7 @@ struct switch_stream {
             if (pending.size() - pos < header_size) break;
             const wire_header h = read_header(pending.data() + pos);
             pos += header_size;
-            if (h.magic != 0x5353 || h.version != 1 || h.reserved != 0)
+            if (h.magic != 0x5353 || h.version != session_version || h.reserved != 0)
                 die("switch sent a bad header (magic %x, version %u, reserved %u)", h.magic, h.version, h.reserved);
             if (!hello && h.type != t_hello) die("switch's first message is type %u, not HELLO", h.type);
             switch (h.type) {
@@ -221,6 +233,11 @@ struct switch_stream {
                 if (!peer.fin) die("switch sent FIN_ACK without a FIN from the raw end");
                 if (++fin_acks > 1) die("switch sent a second FIN_ACK");
                 if (h.length != 0 || h.value != 0) die("switch FIN_ACK with a payload");
+                break;
+            case t_keepalive:
+                if (h.length != 0 || h.value != 1) die("switch KEEPALIVE length %u value %u (its keepalive is off)", h.length, h.value);
+                if (++replies > peer.probes) die("switch sent %llu KEEPALIVE replies for %llu probes", (unsigned long long)replies,
+                                                 (unsigned long long)peer.probes);
                 break;
             default: die("switch sent message type %u", h.type);
             }
@@ -428,7 +445,7 @@ struct run {
             uint8_t type = 0;
             uint32_t length = 0, value = 0;
             size_t payload = 0;
-            switch (arg & 7) {
+            switch (arg < 8 || arg > 9 ? arg & 7 : arg) {
             case 0: type = t_hello; value = (uint32_t(in.u16()) + 1) * 256; break;
             case 1: type = t_data; length = uint32_t(in.u16()) + 1; payload = length; break;
             case 2: type = t_credit; value = uint32_t(in.u16()) + 1; break;
@@ -437,6 +454,8 @@ struct run {
             case 5: type = t_data; length = uint32_t(in.u16()) + 1; break; // payload left to later chunks
             case 6: type = t_data; length = 65536; payload = length; break;
             case 7: type = t_credit; value = uint32_t(in.u16()) << 16 | in.u16(); break;
+            case 8: type = t_keepalive; value = 0; break; // a probe
+            case 9: type = t_keepalive; value = 1; break; // a reply (to no probe: invalid)
             }
             std::vector<uint8_t> frame(header_size + payload);
             put_header(frame.data(), type, length, value);
@@ -694,6 +713,9 @@ struct run {
                 if (peer.fin_ack && !back.fin) die("switch took a FIN_ACK without having sent FIN");
                 if (raw_saw_reset || raw->resets() != 0) die("the raw end saw a reset of a healthy open connection");
                 if (peer.fin && !read_shut && *last != 0) die("the raw end sent FIN; the final recv gave %lld", (long long)*last);
+                if (back.replies != peer.probes)
+                    die("the raw end sent %llu KEEPALIVE probes, the switch answered %llu", (unsigned long long)peer.probes,
+                        (unsigned long long)back.replies);
             }
         }
         if (open && abort_at_end) do_close(1, 0);
@@ -734,6 +756,7 @@ void one_input(const uint8_t* data, size_t size) {
     attr.recv_slots = 4;
     attr.send_slots = 4;
     attr.graceful_timeout_ms = 1000;
+    attr.keepalive = SANSOCK_KEEPALIVE_OFF; // the raw end answers no probe (see the top)
     attr.log_level = SANSOCK_LOG_DEBUG;
     attr.log = &log_sink;
     attr.log_user = &r.log_bytes;

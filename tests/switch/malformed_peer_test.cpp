@@ -60,6 +60,31 @@ std::vector<attack> attacks() {
                         raw.send_header(h);
                         return false;
                     }});
+    list.push_back({"a version 1 peer (no KEEPALIVE): refused at its HELLO", [](raw_peer& raw) {
+                        header h = make(message_type::hello, 0, 65536);
+                        h.version = 1;
+                        raw.send_header(h);
+                        return false;
+                    }});
+    list.push_back({"KEEPALIVE before HELLO", [](raw_peer& raw) {
+                        raw.send_header(make(message_type::keepalive, 0, session::keepalive_probe));
+                        return false;
+                    }});
+    list.push_back({"KEEPALIVE with a payload", [](raw_peer& raw) {
+                        raw.send_hello();
+                        raw.send_header(make(message_type::keepalive, 4, session::keepalive_probe), 4);
+                        return false;
+                    }});
+    list.push_back({"KEEPALIVE with a value neither probe nor reply", [](raw_peer& raw) {
+                        raw.send_hello();
+                        raw.send_header(make(message_type::keepalive, 0, 2));
+                        return false;
+                    }});
+    list.push_back({"a KEEPALIVE reply to no probe", [](raw_peer& raw) {
+                        raw.send_hello();
+                        raw.send_header(make(message_type::keepalive, 0, session::keepalive_reply));
+                        return false;
+                    }});
     list.push_back({"an unknown message type", [](raw_peer& raw) {
                         raw.send_hello();
                         raw.send_header(make(static_cast<message_type>(9)));
