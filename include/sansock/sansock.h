@@ -139,7 +139,7 @@ enum sansock_reset_reason {
     SANSOCK_RESET_PEER = 5,            /* received: the peer went away without a graceful close */
     SANSOCK_RESET_NETWORK_DOWN = 6,    /* received: the device or port went away */
     SANSOCK_RESET_KEEPALIVE_TIMEOUT = 7, /* the peer answered no keepalive probe (SO_KEEPALIVE) */
-    SANSOCK_RESET_REASONS = 8          /* 7 in version 0.2: see sansock_context_stats */
+    SANSOCK_RESET_REASONS = 8
 };
 
 /* Totals since the context was created; registered_bytes is the amount now. In C++ the type

@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: MIT
 // sansock_context_stats: every counter moves exactly as its comment in sansock.h says, for
 // each close mode and each kind of reset; registered_bytes follows the connections; short
-// sizes get the leading whole fields (of 0.2's layout up to its size); NULL and too small are
-// -EINVAL.
+// sizes get the leading whole fields; NULL and too small are -EINVAL.
 #include <cstddef>
 
 #include "tests/switch/switch_test_support.hpp"
@@ -408,38 +407,6 @@ TEST_CASE("A short size gets the leading whole fields; NULL and a size below the
         CHECK(out->bytes_sent == 100);
         CHECK(out->bytes_received == 0);
         CHECK(untouched_from(size));
-    }
-    SUBCASE("a program built against 0.2 (7 reasons, 200 bytes) gets 0.2's layout") {
-        struct stats_0_2 {
-            uint32_t size, reserved;
-            uint64_t opened, accepted, dontlinger, abortive, linger, graceful_completed, graceful_timed_out;
-            uint64_t resets_sent[7], resets_received[7];
-            uint64_t bytes_sent, bytes_received, registered_bytes;
-        };
-        static_assert(sizeof(stats_0_2) == 200);
-        SUBCASE("the whole struct") {
-            struct sansock_context_stats* out = fill(sizeof(stats_0_2));
-            REQUIRE(sansock_context_stats(b, out) == 0);
-            stats_0_2 old;
-            std::memcpy(&old, buffer, sizeof old);
-            CHECK(old.size == sizeof old);
-            CHECK(old.accepted == 1);
-            for (uint64_t r : old.resets_received) CHECK(r == 0);
-            CHECK(old.bytes_sent == 0);
-            CHECK(old.bytes_received == 100);
-            CHECK(old.registered_bytes > 0);
-            CHECK(untouched_from(sizeof old));
-        }
-        SUBCASE("up to its bytes_sent") {
-            const uint32_t size = offsetof(stats_0_2, bytes_received);
-            fill(size);
-            REQUIRE(sansock_context_stats(a, reinterpret_cast<struct sansock_context_stats*>(buffer)) == 0);
-            stats_0_2 old;
-            std::memcpy(&old, buffer, sizeof old);
-            CHECK(old.opened == 1);
-            CHECK(old.bytes_sent == 100);
-            CHECK(untouched_from(size));
-        }
     }
     SUBCASE("larger than the struct: the struct is filled, the rest is left") {
         struct sansock_context_stats* out = fill(sizeof buffer);
