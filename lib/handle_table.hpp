@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 namespace sansock {
@@ -19,8 +20,9 @@ public:
     explicit handle_table(uint32_t capacity, uint32_t first_generation = 1)
         : capacity_(capacity), first_generation_(first_generation != 0 ? first_generation : 1) {}
 
-    // A new handle for `object` (never 0), or 0 when the table is full.
-    uint64_t insert(T* object) {
+    // A new handle for `object` (never 0), or 0 when the table is full or no memory is left
+    // to grow it.
+    uint64_t insert(T* object) noexcept {
         uint32_t index;
         if (!free_.empty()) {
             index = free_.back();
@@ -28,7 +30,14 @@ public:
         } else {
             if (slots_.size() >= capacity_) return 0;
             index = static_cast<uint32_t>(slots_.size());
-            slots_.push_back({nullptr, first_generation_});
+            try {
+                // Room in free_ for every slot, so that remove never allocates (closes must
+                // work with no memory left).
+                if (free_.capacity() < slots_.size() + 1) free_.reserve(std::max<size_t>(2 * slots_.size(), 8));
+                slots_.push_back({nullptr, first_generation_});
+            } catch (const std::bad_alloc&) {
+                return 0;
+            }
         }
         slot& s = slots_[index];
         s.object = object;
@@ -45,8 +54,8 @@ public:
     }
 
     // Releases `handle`; returns its object, or nullptr if it was not live. The slot's
-    // generation advances, so the old handle never matches again.
-    T* remove(uint64_t handle) {
+    // generation advances, so the old handle never matches again. Never allocates.
+    T* remove(uint64_t handle) noexcept {
         T* object = find(handle);
         if (object == nullptr) return nullptr;
         const uint32_t index = static_cast<uint32_t>(handle);

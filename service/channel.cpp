@@ -411,7 +411,7 @@ void channel_abort_locked(sansock_channel& c) {
 
 // ---- public calls ------------------------------------------------------------------------------
 
-extern "C" int sansock_channel_create(sansock_context* ctx, const struct sansock_channel_attr* attr, sansock_channel** out) {
+extern "C" int sansock_channel_create(sansock_context* ctx, const struct sansock_channel_attr* attr, sansock_channel** out) try {
     if (ctx == nullptr || out == nullptr) return -EINVAL;
     if (attr != nullptr && (attr->size < sizeof(sansock_channel_attr) ||
                             (attr->kind != SANSOCK_CHANNEL_SESSION && attr->kind != SANSOCK_CHANNEL_NONSESSION)))
@@ -429,10 +429,12 @@ extern "C" int sansock_channel_create(sansock_context* ctx, const struct sansock
         engine_release(ctx);
         return -ENOMEM;
     }
+} catch (...) {
+    return sansock::c_error();
 }
 
 extern "C" int sansock_channel_open(sansock_channel* c, const struct sockaddr* address, socklen_t length,
-                                    const struct sansock_async_context* async) {
+                                    const struct sansock_async_context* async) try {
     if (c == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
     if (int rc = validate_inet(address, length)) return rc;
     sockaddr_in to{};
@@ -456,13 +458,14 @@ extern "C" int sansock_channel_open(sansock_channel* c, const struct sockaddr* a
         begin(c->open_done, async);
         try {
             c->opener = std::thread(run_open, c, s, to);
-        } catch (const std::system_error&) {
+        } catch (...) { // std::system_error: no thread; std::bad_alloc: no memory for its state
+            const int rc = sansock::c_error();
             sansock_socket_t to_close = 0;
-            complete_open(*c, -EAGAIN, &to_close);
+            complete_open(*c, rc, &to_close);
             finish_at_once(c->open_done, 0);
             lock.unlock();
             close_socket(to_close, true);
-            return -EAGAIN;
+            return rc;
         }
         return -EINPROGRESS;
     }
@@ -474,9 +477,11 @@ extern "C" int sansock_channel_open(sansock_channel* c, const struct sockaddr* a
     lock.unlock();
     close_socket(to_close, true);
     return result;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_channel_send(sansock_channel* c, const void* message, size_t length) {
+extern "C" int sansock_channel_send(sansock_channel* c, const void* message, size_t length) try {
     if (c == nullptr || (message == nullptr && length > 0)) return -EINVAL;
     lock_t lock(c->engine->mutex);
     switch (c->state) {
@@ -500,9 +505,11 @@ extern "C" int sansock_channel_send(sansock_channel* c, const void* message, siz
     rc = io_result(*c, rc);
     after_io(*c);
     return rc;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_channel_receive(sansock_channel* c, void* buffer, size_t capacity, size_t* size) {
+extern "C" int sansock_channel_receive(sansock_channel* c, void* buffer, size_t capacity, size_t* size) try {
     if (c == nullptr || size == nullptr || (buffer == nullptr && capacity > 0)) return -EINVAL;
     lock_t lock(c->engine->mutex);
     switch (c->state) {
@@ -569,9 +576,11 @@ extern "C" int sansock_channel_receive(sansock_channel* c, void* buffer, size_t 
     }
     after_io(*c);
     return rc;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_channel_shutdown(sansock_channel* c, const struct sansock_async_context* async) {
+extern "C" int sansock_channel_shutdown(sansock_channel* c, const struct sansock_async_context* async) try {
     if (c == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
     lock_t lock(c->engine->mutex);
     switch (c->state) {
@@ -590,9 +599,11 @@ extern "C" int sansock_channel_shutdown(sansock_channel* c, const struct sansock
     c->shutdown_waiting = true;
     begin(c->shutdown_done, async);
     return wait_or_async(*c->engine, c->shutdown_done, lock);
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_channel_close(sansock_channel* c, const struct sansock_async_context* async) {
+extern "C" int sansock_channel_close(sansock_channel* c, const struct sansock_async_context* async) try {
     if (c == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
     lock_t lock(c->engine->mutex);
     switch (c->state) {
@@ -610,16 +621,20 @@ extern "C" int sansock_channel_close(sansock_channel* c, const struct sansock_as
     begin(c->close_done, async);
     channel_start_close(*c, true, c->close_timeout_ms);
     return wait_or_async(*c->engine, c->close_done, lock);
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_channel_abort(sansock_channel* c) {
+extern "C" int sansock_channel_abort(sansock_channel* c) try {
     if (c == nullptr) return -EINVAL;
     lock_t lock(c->engine->mutex);
     channel_abort_locked(*c);
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_channel_reset(sansock_channel* c) {
+extern "C" int sansock_channel_reset(sansock_channel* c) try {
     if (c == nullptr) return -EINVAL;
     lock_t lock(c->engine->mutex);
     switch (c->state) {
@@ -635,9 +650,11 @@ extern "C" int sansock_channel_reset(sansock_channel* c) {
         return 0;
     default: return -EBADFD;
     }
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_channel_free(sansock_channel* c) {
+extern "C" int sansock_channel_free(sansock_channel* c) try {
     if (c == nullptr) return -EINVAL;
     lock_t lock(c->engine->mutex);
     if (c->host != nullptr) return -EPERM;
@@ -647,10 +664,14 @@ extern "C" int sansock_channel_free(sansock_channel* c) {
     lock.unlock();
     engine_release(ctx); // the engine may be gone from here on
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_channel_get_state(sansock_channel* c) {
+extern "C" int sansock_channel_get_state(sansock_channel* c) try {
     if (c == nullptr) return -EINVAL;
     lock_t lock(c->engine->mutex);
     return static_cast<int>(c->state);
+} catch (...) {
+    return sansock::c_error();
 }

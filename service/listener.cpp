@@ -396,7 +396,7 @@ void listener_abort_locked(sansock_listener& l) {
 
 // ---- public calls ------------------------------------------------------------------------------
 
-extern "C" int sansock_listener_create(sansock_context* ctx, const struct sansock_listener_attr* attr, sansock_listener** out) {
+extern "C" int sansock_listener_create(sansock_context* ctx, const struct sansock_listener_attr* attr, sansock_listener** out) try {
     if (ctx == nullptr || out == nullptr) return -EINVAL;
     if (attr != nullptr && (attr->size < sizeof(sansock_listener_attr) || attr->backlog < 0)) return -EINVAL;
     if (!has_progress_thread(ctx)) return -EINVAL;
@@ -414,10 +414,12 @@ extern "C" int sansock_listener_create(sansock_context* ctx, const struct sansoc
     l->cleanup.owner = l;
     *out = l;
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
 extern "C" int sansock_listener_open(sansock_listener* l, const struct sockaddr* address, socklen_t length,
-                                     const struct sansock_async_context* async) {
+                                     const struct sansock_async_context* async) try {
     if (l == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
     if (int rc = validate_inet(address, length)) return rc;
     lock_t lock(l->engine->mutex);
@@ -454,17 +456,21 @@ extern "C" int sansock_listener_open(sansock_listener* l, const struct sockaddr*
     l->state = SANSOCK_LISTENER_OPEN;
     l->engine->changed.notify_all();
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_listener_accept(sansock_listener* l, sansock_channel* channel, const struct sansock_async_context* async) {
+extern "C" int sansock_listener_accept(sansock_listener* l, sansock_channel* channel, const struct sansock_async_context* async) try {
     if (l == nullptr || channel == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
     lock_t lock(l->engine->mutex);
     const int rc = listener_accept_locked(*l, *channel, async);
     if (rc != -EINPROGRESS) return rc;
     return wait_or_async(*l->engine, channel->accept_done, lock);
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_listener_close(sansock_listener* l, const struct sansock_async_context* async) {
+extern "C" int sansock_listener_close(sansock_listener* l, const struct sansock_async_context* async) try {
     if (l == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
     lock_t lock(l->engine->mutex);
     switch (l->state) {
@@ -497,16 +503,20 @@ extern "C" int sansock_listener_close(sansock_listener* l, const struct sansock_
         return finish_at_once(l->close_done, l->close_result);
     }
     return wait_or_async(*l->engine, l->close_done, lock);
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_listener_abort(sansock_listener* l) {
+extern "C" int sansock_listener_abort(sansock_listener* l) try {
     if (l == nullptr) return -EINVAL;
     lock_t lock(l->engine->mutex);
     listener_abort_locked(*l);
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_listener_reset(sansock_listener* l) {
+extern "C" int sansock_listener_reset(sansock_listener* l) try {
     if (l == nullptr) return -EINVAL;
     lock_t lock(l->engine->mutex);
     switch (l->state) {
@@ -519,9 +529,11 @@ extern "C" int sansock_listener_reset(sansock_listener* l) {
         return 0;
     default: return -EBADFD;
     }
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_listener_free(sansock_listener* l) {
+extern "C" int sansock_listener_free(sansock_listener* l) try {
     if (l == nullptr) return -EINVAL;
     sansock_context* ctx = l->ctx;
     {
@@ -532,15 +544,19 @@ extern "C" int sansock_listener_free(sansock_listener* l) {
     delete l;
     engine_release(ctx);
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_listener_get_state(sansock_listener* l) {
+extern "C" int sansock_listener_get_state(sansock_listener* l) try {
     if (l == nullptr) return -EINVAL;
     lock_t lock(l->engine->mutex);
     return static_cast<int>(l->state);
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_listener_address(sansock_listener* l, struct sockaddr* address, socklen_t* length) {
+extern "C" int sansock_listener_address(sansock_listener* l, struct sockaddr* address, socklen_t* length) try {
     if (l == nullptr || address == nullptr || length == nullptr) return -EINVAL;
     lock_t lock(l->engine->mutex);
     if (!l->address_known) return -EBADFD;
@@ -548,4 +564,6 @@ extern "C" int sansock_listener_address(sansock_listener* l, struct sockaddr* ad
     std::memcpy(address, &l->address, sizeof(sockaddr_in));
     *length = sizeof(sockaddr_in);
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <utility>
 
 #include "service/service_internal.hpp"
 
@@ -80,22 +81,20 @@ void on_accepted(completion& done, int result) {
 
 // Frees the listeners and channels of the last open (lock held, dropped meanwhile).
 void release_parts(sansock_service_host& h, lock_t& lock) {
-    std::vector<sansock_listener*> listeners;
-    for (auto& ep : h.endpoints) {
-        if (ep.listener != nullptr) listeners.push_back(ep.listener);
-        ep.listener = nullptr;
-        if (ep.spare != nullptr) h.channels.push_back(ep.spare);
-        ep.spare = nullptr;
-    }
+    // Nothing is collected (no memory needed): the host is CREATED or CLOSED, so nobody else
+    // changes its endpoints meanwhile.
     std::vector<sansock_channel*> channels = std::move(h.channels);
     h.channels.clear();
     for (sansock_channel* c : channels) channel_delete(c, lock);
-    lock.unlock();
-    for (sansock_listener* l : listeners) {
-        sansock_listener_close(l, nullptr); // CLOSED already; harmless
-        sansock_listener_free(l);
+    for (auto& ep : h.endpoints) {
+        if (sansock_channel* spare = std::exchange(ep.spare, nullptr)) channel_delete(spare, lock);
+        if (sansock_listener* l = std::exchange(ep.listener, nullptr)) {
+            lock.unlock();
+            sansock_listener_close(l, nullptr); // CLOSED already; harmless
+            sansock_listener_free(l);
+            lock.lock();
+        }
     }
-    lock.lock();
 }
 
 int validate_endpoint(const sansock_service_endpoint& e) {
@@ -118,7 +117,7 @@ void host_channel_changed(sansock_service_host& h) {
 
 extern "C" int sansock_service_host_create(sansock_context* ctx, const struct sansock_service_endpoint* endpoints,
                                            size_t count, const struct sansock_service_host_attr* attr,
-                                           sansock_service_host** out) {
+                                           sansock_service_host** out) try {
     if (ctx == nullptr || endpoints == nullptr || count == 0 || attr == nullptr || out == nullptr) return -EINVAL;
     if (attr->size < sizeof(sansock_service_host_attr) || attr->on_channel == nullptr) return -EINVAL;
     for (size_t i = 0; i < count; ++i)
@@ -146,12 +145,17 @@ extern "C" int sansock_service_host_create(sansock_context* ctx, const struct sa
         engine_release(ctx);
         return -ENOMEM;
     }
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_service_host_open(sansock_service_host* h, const struct sansock_async_context* async) {
+extern "C" int sansock_service_host_open(sansock_service_host* h, const struct sansock_async_context* async) try {
     if (h == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
     lock_t lock(h->engine->mutex);
     if (h->state != SANSOCK_HOST_CREATED) return -EBADFD;
+    // Allocated before the state changes: -ENOMEM leaves the host CREATED.
+    std::vector<sansock_listener*> opened(h->endpoints.size(), nullptr);
+    std::vector<sockaddr_in> bound(h->endpoints.size());
     h->state = SANSOCK_HOST_OPENING;
     h->abort_requested = false;
     h->engine->changed.notify_all();
@@ -159,8 +163,6 @@ extern "C" int sansock_service_host_open(sansock_service_host* h, const struct s
 
     // Every listener opens before any channel is accepted.
     int rc = 0;
-    std::vector<sansock_listener*> opened(h->endpoints.size(), nullptr);
-    std::vector<sockaddr_in> bound(h->endpoints.size());
     for (size_t i = 0; i < h->endpoints.size() && rc == 0; ++i) {
         rc = sansock_listener_create(h->ctx, nullptr, &opened[i]);
         if (rc == 0)
@@ -195,9 +197,11 @@ extern "C" int sansock_service_host_open(sansock_service_host* h, const struct s
     for (size_t i = 0; i < h->endpoints.size(); ++i) start_accept(*h, i);
     h->engine->changed.notify_all();
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_service_host_close(sansock_service_host* h, const struct sansock_async_context* async) {
+extern "C" int sansock_service_host_close(sansock_service_host* h, const struct sansock_async_context* async) try {
     if (h == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
     lock_t lock(h->engine->mutex);
     switch (h->state) {
@@ -218,11 +222,10 @@ extern "C" int sansock_service_host_close(sansock_service_host* h, const struct 
     if (h->close_timeout_ms != 0)
         arm_timer(*h->engine, h->close_timer, clock::now() + std::chrono::milliseconds(h->close_timeout_ms));
     // The listeners first: no new channel; their pending accepts fail -ECANCELED.
-    std::vector<sansock_listener*> listeners;
-    for (auto& ep : h->endpoints)
-        if (ep.listener != nullptr) listeners.push_back(ep.listener);
+    // Not collected (no memory needed): the listeners stay while the host is CLOSING.
     lock.unlock();
-    for (sansock_listener* l : listeners) sansock_listener_close(l, nullptr);
+    for (auto& ep : h->endpoints)
+        if (ep.listener != nullptr) sansock_listener_close(ep.listener, nullptr);
     lock.lock();
     // Then every accepted channel, gracefully; session channels finish when their client ends
     // the session (the host's timer bounds them all).
@@ -238,9 +241,11 @@ extern "C" int sansock_service_host_close(sansock_service_host* h, const struct 
         return finish_at_once(h->close_done, h->close_result);
     }
     return wait_or_async(*h->engine, h->close_done, lock);
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_service_host_abort(sansock_service_host* h) {
+extern "C" int sansock_service_host_abort(sansock_service_host* h) try {
     if (h == nullptr) return -EINVAL;
     lock_t lock(h->engine->mutex);
     switch (h->state) {
@@ -264,9 +269,11 @@ extern "C" int sansock_service_host_abort(sansock_service_host* h) {
     }
     h->engine->changed.notify_all();
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_service_host_reset(sansock_service_host* h) {
+extern "C" int sansock_service_host_reset(sansock_service_host* h) try {
     if (h == nullptr) return -EINVAL;
     lock_t lock(h->engine->mutex);
     switch (h->state) {
@@ -280,9 +287,11 @@ extern "C" int sansock_service_host_reset(sansock_service_host* h) {
         return 0;
     default: return -EBADFD;
     }
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_service_host_free(sansock_service_host* h) {
+extern "C" int sansock_service_host_free(sansock_service_host* h) try {
     if (h == nullptr) return -EINVAL;
     lock_t lock(h->engine->mutex);
     if (h->state != SANSOCK_HOST_CREATED && h->state != SANSOCK_HOST_CLOSED) return -EBADFD;
@@ -293,16 +302,20 @@ extern "C" int sansock_service_host_free(sansock_service_host* h) {
     delete h;
     engine_release(ctx);
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_service_host_get_state(sansock_service_host* h) {
+extern "C" int sansock_service_host_get_state(sansock_service_host* h) try {
     if (h == nullptr) return -EINVAL;
     lock_t lock(h->engine->mutex);
     return static_cast<int>(h->state);
+} catch (...) {
+    return sansock::c_error();
 }
 
 extern "C" int sansock_service_host_endpoint_address(sansock_service_host* h, size_t endpoint, struct sockaddr* address,
-                                                     socklen_t* length) {
+                                                     socklen_t* length) try {
     if (h == nullptr || address == nullptr || length == nullptr) return -EINVAL;
     lock_t lock(h->engine->mutex);
     if (endpoint >= h->endpoints.size()) return -EINVAL;
@@ -311,4 +324,6 @@ extern "C" int sansock_service_host_endpoint_address(sansock_service_host* h, si
     std::memcpy(address, &h->endpoints[endpoint].bound, sizeof(sockaddr_in));
     *length = sizeof(sockaddr_in);
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "lib/errors.hpp"
 #include "sansock/sansock.h"
 #include "sansock/service.h"
 #include "switch/context_layer.hpp"

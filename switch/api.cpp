@@ -3,8 +3,10 @@
 #include <netinet/in.h>
 #include <sys/time.h>
 
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <memory_resource>
 
 #include "switch/switch_internal.hpp"
 
@@ -67,6 +69,11 @@ constexpr int recv_flags = MSG_PEEK | MSG_WAITALL | MSG_DONTWAIT;
 // A byte count the int64_t result of a callback (or ssize_t) can carry.
 constexpr size_t max_count = static_cast<size_t>(INT64_MAX);
 
+// Room in the context's callback queue for one more async operation's callback (-ENOMEM,
+// thrown, before the operation is queued): its completion or its cancellation by a failure,
+// close or destroy never needs memory.
+void reserve_callback(context& ctx) { ctx.callbacks.reserve(ctx.callbacks.size() + ctx.async_pending + 1); }
+
 // Copies up to `length` received bytes without consuming them (MSG_PEEK).
 size_t peek_received(const stream_socket& s, uint8_t* out, size_t length) {
     size_t copied = 0;
@@ -86,11 +93,40 @@ int validate_address(const sockaddr* address, socklen_t length) {
     return 0;
 }
 
+// The callbacks a close cancels, run by close itself. Room for its_room of them on the
+// caller's stack, so that a close needs no memory (a service object's socket has one or two
+// operations pending); more take the heap (reserved first: -ENOMEM changes nothing).
+constexpr size_t its_room = 16;
+struct cancel_room {
+    alignas(ready_callback) std::byte bytes[its_room * sizeof(ready_callback)];
+    std::pmr::monotonic_buffer_resource memory{bytes, sizeof bytes, std::pmr::new_delete_resource()};
+};
+class cancel_list : private cancel_room, public std::pmr::vector<ready_callback> {
+public:
+    cancel_list() : std::pmr::vector<ready_callback>(&memory) { reserve(its_room); }
+    cancel_list(const cancel_list&) = delete;
+    cancel_list& operator=(const cancel_list&) = delete;
+};
+
 // The user lets go of the handle: later use gives -ENOTSOCK; async operations complete
 // -ECANCELED (their data is not sent); unread data is dropped. Their callbacks go to
 // `cancelled`, which close runs itself: in the context's queue the progress thread could take
 // them and close would return before they ran.
-void release_handle(stream_socket& s, std::vector<ready_callback>& cancelled) {
+void release_handle(stream_socket& s, cancel_list& cancelled) {
+    // What needs memory first, so that -ENOMEM (thrown) changes nothing: room for the
+    // callbacks (none beyond cancel_list's own unless a socket has more than its_room
+    // operations pending) and a copy of a partly sent async buffer (a graceful close only).
+    size_t operations = s.async_recvs.size() + s.async_accepts.size();
+    std::vector<uint8_t> rest;
+    for (const send_chunk& chunk : s.send_queue)
+        if (chunk.op) {
+            ++operations;
+            if (chunk.offset > 0 && s.state == socket_state::connected &&
+                !(s.linger_option.l_onoff != 0 && s.linger_option.l_linger == 0))
+                rest.assign(chunk.external, chunk.external + chunk.length);
+        }
+    cancelled.reserve(cancelled.size() + operations);
+    s.ctx->async_pending -= operations; // their callbacks are close's now
     unregister_socket(s.handle);
     s.handle = 0;
     for (auto& op : s.async_recvs) cancelled.push_back({op.callback, op.user, -ECANCELED});
@@ -106,7 +142,7 @@ void release_handle(stream_socket& s, std::vector<ready_callback>& cancelled) {
     for (send_chunk& chunk : s.send_queue)
         if (chunk.op) { // partly sent: keep our own copy of the rest, the user's buffer is theirs again
             cancelled.push_back({chunk.op->callback, chunk.op->user, -ECANCELED});
-            chunk.copy.assign(chunk.external, chunk.external + chunk.length);
+            chunk.copy.swap(rest); // empty when the close is hard: the queue is dropped
             chunk.external = nullptr;
             chunk.op.reset();
         }
@@ -116,13 +152,16 @@ void release_handle(stream_socket& s, std::vector<ready_callback>& cancelled) {
 
 } // namespace
 
-extern "C" int sansock_socket(sansock_context* c, sansock_socket_t* out) {
+extern "C" int sansock_socket(sansock_context* c, sansock_socket_t* out) try {
     if (c == nullptr || out == nullptr) return -EINVAL;
     auto& ctx = *reinterpret_cast<context*>(c);
     std::lock_guard lock(ctx.mutex);
+    // What can fail for memory comes first (-ENOMEM with nothing made), among it the room for
+    // the socket's hard close, so that closing it never needs memory.
+    auto owned = std::make_unique<stream_socket>();
+    ctx.provider_closes.reserve(ctx.sockets.size() + 1);
     provider::socket_handle ps = 0;
     if (int rc = ctx.ops.socket(ctx.instance, &ps)) return rc;
-    auto owned = std::make_unique<stream_socket>();
     owned->ctx = &ctx;
     owned->ps = ps;
     owned->window_bytes = ctx.attr.window_bytes;
@@ -132,13 +171,23 @@ extern "C" int sansock_socket(sansock_context* c, sansock_socket_t* out) {
         ctx.ops.close(ctx.instance, ps);
         return -EMFILE;
     }
-    ctx.by_provider_socket[ps] = owned.get();
-    *out = owned->handle;
-    ctx.sockets.emplace(owned.get(), std::move(owned));
+    stream_socket* made = owned.get();
+    try {
+        ctx.by_provider_socket[ps] = made;
+        ctx.sockets.emplace(made, std::move(owned));
+    } catch (...) {
+        ctx.by_provider_socket.erase(ps);
+        unregister_socket(made->handle);
+        ctx.ops.close(ctx.instance, ps); // a fresh socket: nothing to cancel, so with the lock held
+        throw;
+    }
+    *out = made->handle;
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_bind(sansock_socket_t h, const struct sockaddr* address, socklen_t length) {
+extern "C" int sansock_bind(sansock_socket_t h, const struct sockaddr* address, socklen_t length) try {
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
@@ -147,9 +196,11 @@ extern "C" int sansock_bind(sansock_socket_t h, const struct sockaddr* address, 
     if (int rc = s->ctx->ops.bind(s->ctx->instance, s->ps, address, length)) return rc;
     s->state = socket_state::bound;
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_listen(sansock_socket_t h, int backlog) {
+extern "C" int sansock_listen(sansock_socket_t h, int backlog) try {
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
@@ -160,9 +211,11 @@ extern "C" int sansock_listen(sansock_socket_t h, int backlog) {
     if (int rc = s->ctx->ops.listen(s->ctx->instance, s->ps, s->backlog)) return rc;
     s->state = socket_state::listening;
     return post_accept(*s);
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_accept(sansock_socket_t h, sansock_socket_t* out, struct sockaddr* peer, socklen_t* length) {
+extern "C" int sansock_accept(sansock_socket_t h, sansock_socket_t* out, struct sockaddr* peer, socklen_t* length) try {
     if (out == nullptr || (peer != nullptr && length == nullptr)) return -EINVAL;
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
@@ -198,9 +251,11 @@ extern "C" int sansock_accept(sansock_socket_t h, sansock_socket_t* out, struct 
     }
     *out = accepted->handle;
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_connect(sansock_socket_t h, const struct sockaddr* address, socklen_t length) {
+extern "C" int sansock_connect(sansock_socket_t h, const struct sockaddr* address, socklen_t length) try {
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
@@ -233,9 +288,11 @@ extern "C" int sansock_connect(sansock_socket_t h, const struct sockaddr* addres
     if (s->state == socket_state::connected) return 0;
     s->pending_error = 0;
     return s->failure;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" ssize_t sansock_send(sansock_socket_t h, const void* buffer, size_t length, int flags) {
+extern "C" ssize_t sansock_send(sansock_socket_t h, const void* buffer, size_t length, int flags) try {
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
@@ -279,9 +336,11 @@ extern "C" ssize_t sansock_send(sansock_socket_t h, const void* buffer, size_t l
     }
     if (!s->send_queue.empty()) arm_notifications(*s); // progress pumps the rest as credit comes
     return static_cast<ssize_t>(n);
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" ssize_t sansock_recv(sansock_socket_t h, void* buffer, size_t length, int flags) {
+extern "C" ssize_t sansock_recv(sansock_socket_t h, void* buffer, size_t length, int flags) try {
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
@@ -324,9 +383,11 @@ extern "C" ssize_t sansock_recv(sansock_socket_t h, void* buffer, size_t length,
         if (s->handle != h) return partial_or(-ECANCELED);
         if (s->state == socket_state::failed) return partial_or(s->failure);
     }
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_shutdown(sansock_socket_t h, int how) {
+extern "C" int sansock_shutdown(sansock_socket_t h, int how) try {
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
@@ -349,9 +410,11 @@ extern "C" int sansock_shutdown(sansock_socket_t h, int how) {
         pump_send(*s); // FIN follows the queued data
     }
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_setsockopt(sansock_socket_t h, int level, int name, const void* value, socklen_t length) {
+extern "C" int sansock_setsockopt(sansock_socket_t h, int level, int name, const void* value, socklen_t length) try {
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
@@ -410,9 +473,11 @@ extern "C" int sansock_setsockopt(sansock_socket_t h, int level, int name, const
     case SO_SNDTIMEO: return as_timeout(s->send_timeout);
     default: return -ENOPROTOOPT;
     }
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_getsockopt(sansock_socket_t h, int level, int name, void* value, socklen_t* length) {
+extern "C" int sansock_getsockopt(sansock_socket_t h, int level, int name, void* value, socklen_t* length) try {
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
@@ -448,31 +513,37 @@ extern "C" int sansock_getsockopt(sansock_socket_t h, int level, int name, void*
     }
     default: return -ENOPROTOOPT;
     }
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_getsockname(sansock_socket_t h, struct sockaddr* address, socklen_t* length) {
+extern "C" int sansock_getsockname(sansock_socket_t h, struct sockaddr* address, socklen_t* length) try {
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (s->ps == 0) return s->failure != 0 ? s->failure : -ENOTCONN;
     return s->ctx->ops.getsockname(s->ctx->instance, s->ps, address, length);
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_getpeername(sansock_socket_t h, struct sockaddr* address, socklen_t* length) {
+extern "C" int sansock_getpeername(sansock_socket_t h, struct sockaddr* address, socklen_t* length) try {
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (s->state != socket_state::connected || s->ps == 0) return s->failure != 0 ? s->failure : -ENOTCONN;
     return s->ctx->ops.getpeername(s->ctx->instance, s->ps, address, length);
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_close(sansock_socket_t h) {
+extern "C" int sansock_close(sansock_socket_t h) try {
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     context& ctx = *s->ctx;
     keep_alive alive(*s, lock); // a linger wait releases the lock; freed, if at all, on return
-    std::vector<ready_callback> cancelled;
+    cancel_list cancelled;
     int result = 0;
     const bool connected = s->state == socket_state::connected;
     const bool lingering = s->linger_option.l_onoff != 0;
@@ -542,6 +613,8 @@ extern "C" int sansock_close(sansock_socket_t h) {
     run_deferred(ctx); // the provider close (its cancelled operations complete inside it)
     run_callbacks(ctx, cancelled); // before close returns
     return result;
+} catch (...) {
+    return sansock::c_error();
 }
 
 namespace {
@@ -566,7 +639,7 @@ short readiness(const stream_socket& s) {
 }
 } // namespace
 
-extern "C" int sansock_poll(struct sansock_pollfd* fds, size_t count, int timeout_ms) {
+extern "C" int sansock_poll(struct sansock_pollfd* fds, size_t count, int timeout_ms) try {
     if (fds == nullptr || count == 0) return -EINVAL;
     socket_call lock;
     stream_socket* first = nullptr;
@@ -598,9 +671,11 @@ extern "C" int sansock_poll(struct sansock_pollfd* fds, size_t count, int timeou
     if (timeout_ms >= 0) deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     wait_until(ctx, lock, scan, deadline);
     return ready_count;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_send_async(sansock_socket_t h, const void* buffer, size_t length, sansock_callback callback, void* user) {
+extern "C" int sansock_send_async(sansock_socket_t h, const void* buffer, size_t length, sansock_callback callback, void* user) try {
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
@@ -609,18 +684,22 @@ extern "C" int sansock_send_async(sansock_socket_t h, const void* buffer, size_t
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::connected) return -ENOTCONN;
     if (s->shut_write) return -EPIPE;
+    reserve_callback(*s->ctx);
     send_chunk chunk;
     chunk.external = static_cast<const uint8_t*>(buffer);
     chunk.length = length;
     chunk.op = user_operation{user_operation::kind::send, nullptr, length, callback, user};
     s->send_queue.push_back(std::move(chunk));
+    ++s->ctx->async_pending;
     s->send_queued += length;
     arm_notifications(*s);
     pump_send(*s);
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_recv_async(sansock_socket_t h, void* buffer, size_t length, sansock_callback callback, void* user) {
+extern "C" int sansock_recv_async(sansock_socket_t h, void* buffer, size_t length, sansock_callback callback, void* user) try {
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
@@ -628,14 +707,18 @@ extern "C" int sansock_recv_async(sansock_socket_t h, void* buffer, size_t lengt
     wake_on_exit deferred{s->ctx, lock};
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::connected) return -ENOTCONN;
+    reserve_callback(*s->ctx);
     s->async_recvs.push_back(
         user_operation{user_operation::kind::recv, static_cast<uint8_t*>(buffer), length, callback, user});
+    ++s->ctx->async_pending;
     arm_notifications(*s);
     deliver_async(*s);
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_accept_async(sansock_socket_t h, sansock_callback callback, void* user) {
+extern "C" int sansock_accept_async(sansock_socket_t h, sansock_callback callback, void* user) try {
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
@@ -643,7 +726,11 @@ extern "C" int sansock_accept_async(sansock_socket_t h, sansock_callback callbac
     wake_on_exit deferred{s->ctx, lock};
     if (s->state == socket_state::failed) return s->backlog > 0 ? s->failure : -EINVAL; // as sansock_accept
     if (s->state != socket_state::listening) return -EINVAL;
+    reserve_callback(*s->ctx);
     s->async_accepts.push_back(user_operation{user_operation::kind::accept, nullptr, 0, callback, user});
+    ++s->ctx->async_pending;
     deliver_async(*s);
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }

@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "lib/errors.hpp"
 #include "lib/handle_table.hpp"
 #include "provider/loopback/loopback.hpp"
 #include "provider/verbs/verbs_provider.hpp"
@@ -110,7 +111,14 @@ void progress_loop(context* ctx) {
             std::lock_guard lock(ctx->mutex);
             if (ctx->stopping) return;
         }
-        progress_once(*ctx, 100);
+        try {
+            progress_once(*ctx, 100);
+        } catch (const std::bad_alloc&) {
+            // What needed the memory is tried again in a while (a time-out that could not be
+            // handled, say); the thread must not end.
+            log_message(*ctx, SANSOCK_LOG_ERROR, "progress: out of memory, retrying");
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
     }
 }
 
@@ -169,7 +177,7 @@ void socket_call::leave() {
     unlock(); // the last touch of the context
 }
 
-void run_callbacks(context& ctx, const std::vector<ready_callback>& callbacks) {
+void run_callbacks(context& ctx, std::span<const ready_callback> callbacks) {
     if (callbacks.empty()) return;
     // This thread joins the context's list for the while (a node on the stack: nothing is
     // allocated, and no thread-local storage, which ld.so would allocate and keep).
@@ -207,18 +215,52 @@ stream_socket* find_registered(sansock_socket_t handle) {
 }
 
 void run_deferred(context& ctx) {
-    std::vector<provider::socket_handle> closes;
-    std::vector<ready_callback> callbacks;
+    // The hard closes one at a time, oldest first, so that provider_closes keeps its room for
+    // every socket's close (hard_close never allocates). The provider completes what it
+    // cancels inside close; our completion routines take the context lock, so close is called
+    // without it.
+    bool closed = false;
+    for (;;) {
+        provider::socket_handle ps;
+        {
+            std::lock_guard lock(ctx.mutex);
+            if (ctx.provider_closes.empty()) break;
+            ps = ctx.provider_closes.front();
+            ctx.provider_closes.erase(ctx.provider_closes.begin());
+        }
+        ctx.ops.close(ctx.instance, ps);
+        closed = true;
+    }
+    // The callbacks as one batch; the context gets a vector with the room of the one taken
+    // (reserved for the async operations still pending). With no memory for that, they are
+    // taken one at a time instead.
+    std::vector<ready_callback> batch;
+    bool one_by_one = false;
     {
         std::lock_guard lock(ctx.mutex);
-        closes.swap(ctx.provider_closes);
-        callbacks.swap(ctx.callbacks);
+        if (!ctx.callbacks.empty()) {
+            try {
+                std::vector<ready_callback> room;
+                room.reserve(ctx.callbacks.capacity());
+                batch.swap(ctx.callbacks);
+                ctx.callbacks.swap(room);
+            } catch (const std::bad_alloc&) {
+                one_by_one = true;
+            }
+        }
     }
-    // The provider completes what it cancels inside close; our completion routines take the
-    // context lock, so close is called without it.
-    for (provider::socket_handle ps : closes) ctx.ops.close(ctx.instance, ps);
-    run_callbacks(ctx, callbacks);
-    if (!closes.empty()) {
+    run_callbacks(ctx, batch);
+    while (one_by_one) {
+        ready_callback next{};
+        {
+            std::lock_guard lock(ctx.mutex);
+            if (ctx.callbacks.empty()) break;
+            next = ctx.callbacks.front();
+            ctx.callbacks.erase(ctx.callbacks.begin());
+        }
+        run_callbacks(ctx, std::span<const ready_callback>(&next, 1));
+    }
+    if (closed) {
         std::lock_guard lock(ctx.mutex);
         ctx.changed.notify_all();
     }
@@ -228,7 +270,11 @@ int progress_once(context& ctx, int timeout_ms) {
     int handled = ctx.ops.progress(ctx.instance, timeout_ms);
     {
         std::lock_guard lock(ctx.mutex);
-        check_timers(ctx);
+        try {
+            check_timers(ctx);
+        } catch (const std::bad_alloc&) {
+            // A time-out that could not be handled without memory: again at the next progress.
+        }
         handled = std::max(handled, 0) + static_cast<int>(ctx.callbacks.size());
     }
     run_deferred(ctx);
@@ -239,7 +285,7 @@ namespace {
 // The busy-poll phase of a wait: the caller's thread delivers the socket's completions itself.
 // True if `ready()` became true; false when the poll time ran out, the deadline passed or the
 // provider cannot poll the socket (the caller then sleeps as usual).
-bool busy_poll(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
+bool busy_poll(context& ctx, std::unique_lock<std::mutex>& lock, ready_fn ready,
                std::optional<time_point> deadline, clock_kind clock, stream_socket& s,
                std::chrono::microseconds poll_for) {
     const provider::socket_handle socket = s.ps;
@@ -278,7 +324,7 @@ bool busy_poll(context& ctx, std::unique_lock<std::mutex>& lock, const std::func
     return is_ready;
 }
 
-bool sleep_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
+bool sleep_until(context& ctx, std::unique_lock<std::mutex>& lock, ready_fn ready,
                  std::optional<time_point> deadline, clock_kind clock) {
     for (;;) {
         if (ready()) return true;
@@ -306,7 +352,7 @@ std::chrono::microseconds poll_time(const context& ctx, const stream_socket& s) 
 }
 } // namespace
 
-bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
+bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, ready_fn ready,
                 std::optional<time_point> deadline, clock_kind clock, stream_socket* polled) {
     if (polled == nullptr || polled->ps == provider::invalid_socket || ctx.manual_progress || ctx.attr.busy_poll_us == 0)
         return sleep_until(ctx, lock, ready, deadline, clock);
@@ -370,12 +416,28 @@ int create_context(const sansock_context_attr* given, const context_hooks& hooks
     calls.context = ctx.get();
     calls.on_connection_event = on_provider_event;
     calls.log = provider_log;
-    if (int rc = ctx->ops.create(config, calls, &ctx->instance)) {
+    int created;
+    try {
+        created = ctx->ops.create(config, calls, &ctx->instance);
+    } catch (...) {
+        created = c_error(); // verbs allocates with new
+    }
+    if (int rc = created) {
         if (ctx->shared_fabric) release_shared_fabric();
         context_leaves();
         return rc;
     }
-    if (!ctx->manual_progress) ctx->progress_thread = std::thread(progress_loop, ctx.get());
+    if (!ctx->manual_progress) {
+        try {
+            ctx->progress_thread = std::thread(progress_loop, ctx.get());
+        } catch (...) {
+            const int rc = c_error(); // -EAGAIN: no thread; -ENOMEM
+            ctx->ops.destroy(ctx->instance);
+            if (ctx->shared_fabric) release_shared_fabric();
+            context_leaves();
+            return rc;
+        }
+    }
     *out = reinterpret_cast<sansock_context*>(ctx.release());
     return 0;
 }
@@ -441,11 +503,13 @@ extern "C" void sansock_context_attr_init(struct sansock_context_attr* attr) {
     attr->keepalive_count = 6;
 }
 
-extern "C" int sansock_context_create(const struct sansock_context_attr* attr, sansock_context** out) {
+extern "C" int sansock_context_create(const struct sansock_context_attr* attr, sansock_context** out) try {
     return sansock::sw::create_context(attr, {}, out);
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_context_destroy(sansock_context* c) {
+extern "C" int sansock_context_destroy(sansock_context* c) try {
     if (c == nullptr) return -EINVAL;
     auto* ctx = reinterpret_cast<context*>(c);
     // From a callback of the context, on whichever thread runs it (the progress thread, a
@@ -498,18 +562,24 @@ extern "C" int sansock_context_destroy(sansock_context* c) {
     if (shared_fabric) sansock::sw::release_shared_fabric();
     sansock::sw::context_leaves();
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_context_fd(sansock_context* c) {
+extern "C" int sansock_context_fd(sansock_context* c) try {
     if (c == nullptr) return -EINVAL;
     auto* ctx = reinterpret_cast<context*>(c);
     if (!ctx->manual_progress) return -EBADFD;
     return ctx->ops.event_fd(ctx->instance);
+} catch (...) {
+    return sansock::c_error();
 }
 
-extern "C" int sansock_progress(sansock_context* c, int timeout_ms) {
+extern "C" int sansock_progress(sansock_context* c, int timeout_ms) try {
     if (c == nullptr) return -EINVAL;
     auto* ctx = reinterpret_cast<context*>(c);
     if (!ctx->manual_progress) return -EBADFD;
     return sansock::sw::progress_once(*ctx, timeout_ms);
+} catch (...) {
+    return sansock::c_error();
 }

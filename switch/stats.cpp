@@ -10,7 +10,7 @@
 
 using sansock::sw::context;
 
-extern "C" int sansock_context_stats(sansock_context* c, struct sansock_context_stats* out) {
+extern "C" int sansock_context_stats(sansock_context* c, struct sansock_context_stats* out) try {
     constexpr size_t first = offsetof(struct sansock_context_stats, connections_opened);
     if (c == nullptr || out == nullptr || out->size < first + sizeof out->connections_opened) return -EINVAL;
     auto& ctx = *reinterpret_cast<context*>(c);
@@ -28,4 +28,6 @@ extern "C" int sansock_context_stats(sansock_context* c, struct sansock_context_
     std::memcpy(reinterpret_cast<unsigned char*>(out) + first, reinterpret_cast<const unsigned char*>(&now) + first,
                 fits - first);
     return 0;
+} catch (...) {
+    return sansock::c_error();
 }

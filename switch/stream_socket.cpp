@@ -3,6 +3,7 @@
 // Every function here runs with the context's mutex held.
 #include <cstdio>
 #include <cstring>
+#include <new>
 
 #include "switch/switch_internal.hpp"
 
@@ -12,8 +13,11 @@ namespace {
 
 void on_request_done(provider::operation& op) noexcept;
 
+// nullptr when no memory is left (callers give up what they meant to send or receive, and
+// never throw: they run inside completion routines and closes).
 provider_request* new_request(stream_socket& s, provider::operation_kind kind) {
-    auto* r = new provider_request;
+    auto* r = new (std::nothrow) provider_request;
+    if (r == nullptr) return nullptr;
     r->kind = kind;
     r->owner = &s;
     r->complete = on_request_done;
@@ -37,14 +41,22 @@ int send_request(stream_socket& s, provider_request* r) {
                            provider::operation* op) { return ops.send(i, ps, op); });
 }
 
+// A user operation's callback: room for it was reserved when it started (async_pending).
 void queue_callback(stream_socket& s, sansock_callback callback, void* user, int64_t result) {
     s.ctx->callbacks.push_back({callback, user, result});
+    --s.ctx->async_pending;
 }
 
 int send_control(stream_socket& s, session::message_type type, uint32_t value) {
     if (s.ps == 0) return -ENOTCONN;
     provider_request* r = new_request(s, provider::operation_kind::send);
-    r->bytes.resize(session::header_size);
+    if (r == nullptr) return -ENOMEM;
+    try {
+        r->bytes.resize(session::header_size);
+    } catch (const std::bad_alloc&) {
+        delete r;
+        return -ENOMEM;
+    }
     session::header h;
     h.type = type;
     h.value = value;
@@ -59,6 +71,10 @@ void on_reset(stream_socket& s, int code);
 void post_recv(stream_socket& s) {
     if (s.ps == 0 || s.state != socket_state::connected || s.recv_request != nullptr || s.ctx->stopping) return;
     provider_request* r = new_request(s, provider::operation_kind::recv);
+    if (r == nullptr) { // no memory left: nothing more can arrive, the connection is lost
+        on_reset(s, -ENOMEM);
+        return;
+    }
     r->buffer = s.staging.data() + s.staged;
     r->length = s.staging.size() - s.staged;
     s.recv_request = r;
@@ -285,6 +301,7 @@ void on_accepted(stream_socket& listener, provider_request& r) {
         return;
     }
     auto owned = std::make_unique<stream_socket>();
+    ctx.provider_closes.reserve(ctx.sockets.size() + 1); // room for its hard close
     stream_socket& s = *owned;
     s.ctx = &ctx;
     s.ps = r.accepted;
@@ -334,17 +351,53 @@ void on_received(stream_socket& s, provider_request& r) {
     post_recv(s);
 }
 
+// Out of memory in a completion routine or an up-call (noexcept: an exception would end the
+// process). Closes and failures never get here (their room is reserved); what does (an
+// arrival, received data with nowhere to go) is said, and an accepted connection that could
+// not be taken is closed (it is reset): queued when there is room, else closed here (it has
+// no operation, so its close completes nothing under our lock).
+void out_of_memory(context& ctx, const provider_request* r) noexcept {
+    log_message(ctx, SANSOCK_LOG_ERROR, "out of memory in a completion: the connection it was for is lost");
+    if (r == nullptr || r->kind != provider::operation_kind::accept || r->result != 0 ||
+        r->accepted == provider::invalid_socket)
+        return;
+    if (auto found = ctx.by_provider_socket.find(r->accepted); found != ctx.by_provider_socket.end()) {
+        if (ctx.sockets.count(found->second) != 0) { // made, not set up: it fails and is closed
+            stream_socket& made = *found->second;
+            fail_socket(made, -ENOMEM);
+            hard_close(made);
+            maybe_free(made);
+            return;
+        }
+        ctx.by_provider_socket.erase(found); // freed as it was being made
+    }
+    if (ctx.provider_closes.size() < ctx.provider_closes.capacity())
+        ctx.provider_closes.push_back(r->accepted);
+    else
+        ctx.ops.close(ctx.instance, r->accepted);
+}
+
 void on_request_done(provider::operation& op) noexcept {
     std::unique_ptr<provider_request> r(static_cast<provider_request*>(&op));
     stream_socket& s = *r->owner;
     context& ctx = *s.ctx;
     std::lock_guard lock(ctx.mutex);
     --s.requests_in_flight;
-    switch (r->kind) {
-    case provider::operation_kind::connect: on_connected(s, *r); break;
-    case provider::operation_kind::accept: on_accepted(s, *r); break;
-    case provider::operation_kind::send: on_sent(s, *r); break;
-    case provider::operation_kind::recv: on_received(s, *r); break;
+    try {
+        switch (r->kind) {
+        case provider::operation_kind::connect: on_connected(s, *r); break;
+        case provider::operation_kind::accept: on_accepted(s, *r); break;
+        case provider::operation_kind::send: on_sent(s, *r); break;
+        case provider::operation_kind::recv: on_received(s, *r); break;
+        }
+    } catch (const std::bad_alloc&) {
+        out_of_memory(ctx, r.get());
+        // Whatever the completion left half done (a receive not posted again, a connection not
+        // set up), the connection cannot go on: it fails and is closed (neither allocates).
+        if (r->kind != provider::operation_kind::accept) {
+            fail_socket(s, -ENOMEM);
+            hard_close(s);
+        }
     }
     ctx.changed.notify_all();
     maybe_free(s);
@@ -358,7 +411,11 @@ void on_provider_event(void* c, provider::socket_handle ps, provider::connection
     auto found = ctx.by_provider_socket.find(ps);
     if (found == ctx.by_provider_socket.end()) return;
     stream_socket& s = *found->second;
-    on_reset(s, status < 0 ? status : -ECONNRESET);
+    try {
+        on_reset(s, status < 0 ? status : -ECONNRESET);
+    } catch (const std::bad_alloc&) {
+        out_of_memory(ctx, nullptr);
+    }
     ctx.changed.notify_all();
     maybe_free(s);
 }
@@ -415,7 +472,13 @@ void pump_send(stream_socket& s) {
         // 64 KiB payload would cost one more message for its last 16 bytes.
         const size_t n = std::min<size_t>({s.send_queued, s.session.peer_credit, session::max_data_payload - session::header_size});
         provider_request* r = new_request(s, provider::operation_kind::send);
-        r->bytes.resize(session::header_size + n);
+        if (r == nullptr) break; // no memory now: the data stays queued (a closing socket ends at its time-out)
+        try {
+            r->bytes.resize(session::header_size + n);
+        } catch (const std::bad_alloc&) {
+            delete r;
+            break;
+        }
         session::header h;
         h.type = session::message_type::data;
         h.length = static_cast<uint32_t>(n);

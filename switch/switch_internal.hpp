@@ -11,13 +11,16 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <type_traits>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
+#include "lib/errors.hpp"
 #include "provider/provider.hpp"
 #include "sansock/sansock.h"
 #include "switch/context_hooks.hpp"
@@ -157,6 +160,11 @@ struct context {
     std::unordered_map<provider::socket_handle, stream_socket*> by_provider_socket;
     std::vector<provider::socket_handle> provider_closes; // hard closes to run without the lock
     std::vector<ready_callback> callbacks;                // user callbacks to run without the lock
+    // So that no close, abort or failure needs memory: provider_closes has room for every
+    // socket's hard close (reserved when a socket is made; run_deferred keeps its capacity),
+    // and callbacks for every async operation pending in a socket (`async_pending`, reserved
+    // when it is started).
+    size_t async_pending = 0;
     struct sansock_context_stats stats{}; // the counters (size, registered_bytes unused)
 
     std::thread progress_thread;
@@ -204,7 +212,7 @@ private:
 // Runs user callbacks of `ctx` on this thread (without the context's lock), marked so that
 // sansock_context_destroy called from one of them gets -EBUSY: the call running them would
 // touch the context afterwards. Every user callback of the switch runs through here.
-void run_callbacks(context& ctx, const std::vector<ready_callback>& callbacks);
+void run_callbacks(context& ctx, std::span<const ready_callback> callbacks);
 // Whether this thread is running user callbacks of `ctx` (nested in any depth). Without the lock.
 bool in_callbacks_of(context& ctx);
 
@@ -217,7 +225,22 @@ void run_deferred(context& ctx);
 // SO_SNDTIMEO, connect) on the real one. With `polled`, a thread-progress context first
 // busy-polls that socket's connection (see poll_time in context.cpp); `polled` must stay alive.
 enum class clock_kind { context, real };
-bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
+// What a wait tests: a reference to the caller's callable (which outlives the call), not a
+// std::function, which may allocate: a wait (a lingering close among them) needs no memory.
+class ready_fn {
+public:
+    template <typename F>
+        requires(!std::is_same_v<std::remove_cvref_t<F>, ready_fn>)
+    ready_fn(F&& f) noexcept // NOLINT: converts from any callable, as std::function does
+        : object_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
+          call_([](void* object) { return static_cast<bool>((*static_cast<std::remove_reference_t<F>*>(object))()); }) {}
+    bool operator()() const { return call_(object_); }
+
+private:
+    void* object_;
+    bool (*call_)(void*);
+};
+bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, ready_fn ready,
                 std::optional<time_point> deadline, clock_kind clock = clock_kind::real,
                 stream_socket* polled = nullptr);
 

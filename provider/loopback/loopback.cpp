@@ -181,8 +181,14 @@ void complete(lsock* s, operation* op, int64_t result) {
     signal(s->owner);
 }
 
-void post_event(lsock* s, connection_event event, int status) {
-    s->owner->events.push_back({s->handle, event, status});
+// With no memory for the up-call it is dropped: the socket's pending operations have failed
+// with the status already, and its later ones fail too (closes and resets never fail).
+void post_event(lsock* s, connection_event event, int status) noexcept {
+    try {
+        s->owner->events.push_back({s->handle, event, status});
+    } catch (const std::bad_alloc&) {
+        return;
+    }
     signal(s->owner);
 }
 
@@ -447,19 +453,26 @@ void lb_destroy(provider::instance* self) {
     op_queue out;
     {
         std::unique_lock lock(net->mutex);
-        std::vector<socket_handle> handles;
-        inst->table.for_each([&](uint64_t h, lsock* s) {
-            if (s->accepted) handles.push_back(h);
-        });
-        for (socket_handle h : handles)
-            if (lsock* s = find(inst, h)) close_locked(s, out, lock);
+        // One socket at a time, found afresh (close_locked changes the table): nothing is
+        // collected, so destroy needs no memory.
+        for (;;) {
+            lsock* next = nullptr;
+            inst->table.for_each([&](uint64_t, lsock* s) {
+                if (next == nullptr && s->accepted) next = s;
+            });
+            if (next == nullptr) break;
+            close_locked(next, out, lock);
+        }
         // Arrivals whose listener is gone cannot exist; anything left is freed here.
-        std::vector<lsock*> rest;
-        inst->table.for_each([&](uint64_t, lsock* s) { rest.push_back(s); });
-        for (lsock* s : rest) {
-            reset_peer(s);
-            release_port(s);
-            free_socket(s);
+        for (;;) {
+            lsock* next = nullptr;
+            inst->table.for_each([&](uint64_t, lsock* s) {
+                if (next == nullptr) next = s;
+            });
+            if (next == nullptr) break;
+            reset_peer(next);
+            release_port(next);
+            free_socket(next);
         }
         out.splice(inst->done);
         inst->events.clear();
