@@ -22,6 +22,7 @@
 
 #include "provider/provider.hpp"
 #include "tests/conformance/conformance_fixture.hpp"
+#include "tests/support/address.hpp"
 
 namespace sansock::conformance {
 
@@ -93,13 +94,7 @@ inline void prepare(tracked& t, operation_kind kind, void* buffer = nullptr, siz
     t.op.user = &t;
 }
 
-inline sockaddr_in ipv4(const std::string& dotted, uint16_t port) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    REQUIRE(inet_pton(AF_INET, dotted.c_str(), &a.sin_addr) == 1);
-    return a;
-}
+using sansock::test::ipv4;
 
 inline void set_address(operation& op, const sockaddr_in& a) {
     std::memcpy(&op.address, &a, sizeof a);

@@ -22,6 +22,7 @@
 #include "provider/provider.hpp"
 #include "sansock/sansock.h"
 #include "switch/context_hooks.hpp"
+#include "tests/support/address.hpp"
 
 namespace sansock::fuzz {
 
@@ -136,14 +137,8 @@ auto bounded_call(const char* name, std::initializer_list<int> allowed, Call&& c
     return rc;
 }
 
-inline sockaddr_in ipv4(uint16_t port, const char* dotted = "10.9.0.1") {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    inet_pton(AF_INET, dotted, &a.sin_addr);
-    return a;
-}
-inline const sockaddr* as_sockaddr(const sockaddr_in& a) { return reinterpret_cast<const sockaddr*>(&a); }
+inline sockaddr_in ipv4(uint16_t port, const char* dotted = "10.9.0.1") { return test::ipv4(dotted, port); }
+using test::as_sockaddr;
 
 // Every log line the context gives is read (the formatting runs under the sanitizers).
 inline void log_sink(void* user, int level, const char* message) {

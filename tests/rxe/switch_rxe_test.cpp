@@ -35,6 +35,7 @@
 #include "tests/support/bounded_time.hpp"
 #include "tests/support/peer_process.hpp"
 #include "tests/support/rdma_test_env.hpp"
+#include "tests/support/address.hpp"
 
 using namespace std::chrono_literals;
 using namespace sansock::test;
@@ -98,13 +99,7 @@ constexpr size_t async_peer_bytes = 128 * 1024;
 
 // ---- socket helpers (both sides) ------------------------------------------------------------
 
-sockaddr_in ipv4(const std::string& address, uint16_t port) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    inet_pton(AF_INET, address.c_str(), &a.sin_addr);
-    return a;
-}
+using sansock::test::ipv4;
 
 int set_int(sansock_socket_t s, int name, int value) {
     return sansock_setsockopt(s, SOL_SOCKET, name, &value, sizeof value);

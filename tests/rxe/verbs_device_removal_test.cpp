@@ -17,6 +17,7 @@
 #include "tests/support/peer_process.hpp"
 #include "tests/support/provider_harness.hpp"
 #include "tests/support/rdma_test_env.hpp"
+#include "tests/support/address.hpp"
 
 using namespace std::chrono_literals;
 using namespace sansock;
@@ -30,13 +31,7 @@ std::string env(const char* name) {
     return value != nullptr ? value : "";
 }
 
-sockaddr_in ipv4(const std::string& address, uint16_t port) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    inet_pton(AF_INET, address.c_str(), &a.sin_addr);
-    return a;
-}
+using sansock::test::ipv4;
 
 const char* text(int64_t code) { return code < 0 ? strerrordesc_np(static_cast<int>(-code)) : "ok"; }
 

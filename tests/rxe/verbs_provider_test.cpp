@@ -15,6 +15,7 @@
 #include "provider/verbs/verbs_provider.hpp"
 #include "tests/support/provider_harness.hpp"
 #include "tests/support/rdma_test_env.hpp"
+#include "tests/support/address.hpp"
 
 using namespace std::chrono_literals;
 using namespace sansock;
@@ -26,13 +27,7 @@ namespace {
 
 constexpr auto op_timeout = 60s;
 
-sockaddr_in ipv4(const std::string& address, uint16_t port) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    inet_pton(AF_INET, address.c_str(), &a.sin_addr);
-    return a;
-}
+using sansock::test::ipv4;
 
 struct listener {
     socket_handle handle = 0;

@@ -30,6 +30,7 @@
 #include "sansock/service.h"
 #include "switch/context_hooks.hpp"
 #include "tests/support/bounded_time.hpp"
+#include "tests/support/address.hpp"
 
 namespace sansock::svctest {
 
@@ -48,14 +49,8 @@ inline void settle(milliseconds d = 100ms) { std::this_thread::sleep_for(d); }
 
 inline const char* kAddress = "10.9.0.1";
 
-inline sockaddr_in ipv4(uint16_t port, const char* dotted = kAddress) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    inet_pton(AF_INET, dotted, &a.sin_addr);
-    return a;
-}
-inline const sockaddr* as_sockaddr(const sockaddr_in& a) { return reinterpret_cast<const sockaddr*>(&a); }
+inline sockaddr_in ipv4(uint16_t port, const char* dotted = kAddress) { return test::ipv4(dotted, port); }
+using test::as_sockaddr;
 
 // ---- a provider with gates --------------------------------------------------------------------
 

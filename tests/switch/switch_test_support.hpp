@@ -35,6 +35,7 @@
 #include "switch/context_hooks.hpp"
 #include "switch/session_protocol.hpp"
 #include "tests/support/bounded_time.hpp"
+#include "tests/support/address.hpp"
 
 namespace sansock::switchtest {
 
@@ -65,14 +66,8 @@ inline void settle(milliseconds d = 200ms) { std::this_thread::sleep_for(d); }
 
 inline const char* kAddress = "10.9.0.1";
 
-inline sockaddr_in ipv4(uint16_t port, const char* dotted = kAddress) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    inet_pton(AF_INET, dotted, &a.sin_addr);
-    return a;
-}
-inline const sockaddr* as_sockaddr(const sockaddr_in& a) { return reinterpret_cast<const sockaddr*>(&a); }
+inline sockaddr_in ipv4(uint16_t port, const char* dotted = kAddress) { return test::ipv4(dotted, port); }
+using test::as_sockaddr;
 
 struct host_options {
     uint32_t window_bytes = 0;

@@ -38,6 +38,7 @@
 #include "tests/support/bounded_time.hpp"
 #include "tests/support/peer_process.hpp"
 #include "tests/support/rdma_test_env.hpp"
+#include "tests/support/address.hpp"
 
 using namespace std::chrono_literals;
 using namespace sansock::test;
@@ -133,13 +134,7 @@ void set_call_timeouts(sansock_socket_t s, long ms) {
     must(set_timeout(s, SO_RCVTIMEO, ms), "SO_RCVTIMEO");
     must(set_timeout(s, SO_SNDTIMEO, ms), "SO_SNDTIMEO");
 }
-sockaddr_in ipv4(const std::string& address, uint16_t port) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    inet_pton(AF_INET, address.c_str(), &a.sin_addr);
-    return a;
-}
+using sansock::test::ipv4;
 std::string env(const char* name) {
     const char* v = std::getenv(name);
     return v != nullptr ? v : "";

@@ -15,20 +15,15 @@
 
 #include "sansock/sansock.h"
 #include "tests/support/bounded_time.hpp"
+#include "tests/support/address.hpp"
 
 namespace {
 
 using sansock::test::bounded;
 using sansock::test::watchdog;
 
-sockaddr_in ipv4(const char* dotted, uint16_t port) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    REQUIRE(inet_pton(AF_INET, dotted, &a.sin_addr) == 1);
-    return a;
-}
-const sockaddr* as_sockaddr(const sockaddr_in& a) { return reinterpret_cast<const sockaddr*>(&a); }
+using sansock::test::as_sockaddr;
+using sansock::test::ipv4;
 
 sansock_context* loopback_context() {
     sansock_context_attr attr;
