@@ -36,6 +36,7 @@
 #include "tests/support/peer_process.hpp"
 #include "tests/support/rdma_test_env.hpp"
 #include "tests/support/address.hpp"
+#include "tests/support/socket_options.hpp"
 
 using namespace std::chrono_literals;
 using namespace sansock::test;
@@ -101,20 +102,10 @@ constexpr size_t async_peer_bytes = 128 * 1024;
 
 using sansock::test::ipv4;
 
-int set_int(sansock_socket_t s, int name, int value) {
-    return sansock_setsockopt(s, SOL_SOCKET, name, &value, sizeof value);
-}
-int set_nonblocking(sansock_socket_t s, bool on) { return set_int(s, SANSOCK_SO_NONBLOCK, on ? 1 : 0); }
-int set_linger(sansock_socket_t s, int onoff, int seconds) {
-    linger l{};
-    l.l_onoff = onoff;
-    l.l_linger = seconds;
-    return sansock_setsockopt(s, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-}
-int set_timeout(sansock_socket_t s, int name, int ms) {
-    timeval tv{ms / 1000, (ms % 1000) * 1000};
-    return sansock_setsockopt(s, SOL_SOCKET, name, &tv, sizeof tv);
-}
+using sansock::test::set_int_option;
+using sansock::test::set_linger;
+using sansock::test::set_nonblocking;
+using sansock::test::set_timeout;
 std::string text(long code) { return code < 0 ? sansock_strerror(static_cast<int>(code)) : std::to_string(code); }
 
 // ---- the peer roles (child processes: no doctest assertions here) ---------------------------

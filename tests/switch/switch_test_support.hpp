@@ -36,6 +36,7 @@
 #include "switch/session_protocol.hpp"
 #include "tests/support/bounded_time.hpp"
 #include "tests/support/address.hpp"
+#include "tests/support/socket_options.hpp"
 
 namespace sansock::switchtest {
 
@@ -130,17 +131,10 @@ private:
 
 // ---- socket helpers ----
 
-inline int set_int_option(sansock_socket_t s, int name, int value) {
-    return sansock_setsockopt(s, SOL_SOCKET, name, &value, sizeof value);
-}
-inline int set_nonblocking(sansock_socket_t s, bool on) { return set_int_option(s, SANSOCK_SO_NONBLOCK, on ? 1 : 0); }
-inline int set_linger(sansock_socket_t s, int onoff, int seconds) {
-    linger l{};
-    l.l_onoff = onoff;
-    l.l_linger = seconds;
-    return sansock_setsockopt(s, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-}
-inline int set_dontlinger(sansock_socket_t s) { return set_int_option(s, SO_DONTLINGER, 1); }
+using test::set_dontlinger;
+using test::set_int_option;
+using test::set_linger;
+using test::set_nonblocking;
 
 // A listening socket on `ctx` at kAddress with an ephemeral port (in *port).
 inline sansock_socket_t listen_on(sansock_context* ctx, uint16_t* port, int backlog = 16) {

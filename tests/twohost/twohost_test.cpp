@@ -39,6 +39,7 @@
 #include "tests/support/peer_process.hpp"
 #include "tests/support/rdma_test_env.hpp"
 #include "tests/support/address.hpp"
+#include "tests/support/socket_options.hpp"
 
 using namespace std::chrono_literals;
 using namespace sansock::test;
@@ -119,17 +120,9 @@ void must(long rc, const std::string& what) {
     if (rc < 0) throw role_failure{what + ": " + text(rc)};
 }
 
-int set_int(sansock_socket_t s, int name, int value) { return sansock_setsockopt(s, SOL_SOCKET, name, &value, sizeof value); }
-int set_linger(sansock_socket_t s, int onoff, int seconds) {
-    linger l{};
-    l.l_onoff = onoff;
-    l.l_linger = seconds;
-    return sansock_setsockopt(s, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-}
-int set_timeout(sansock_socket_t s, int name, long ms) {
-    timeval tv{ms / 1000, (ms % 1000) * 1000};
-    return sansock_setsockopt(s, SOL_SOCKET, name, &tv, sizeof tv);
-}
+using sansock::test::set_int_option;
+using sansock::test::set_linger;
+using sansock::test::set_timeout;
 void set_call_timeouts(sansock_socket_t s, long ms) {
     must(set_timeout(s, SO_RCVTIMEO, ms), "SO_RCVTIMEO");
     must(set_timeout(s, SO_SNDTIMEO, ms), "SO_SNDTIMEO");
@@ -391,7 +384,7 @@ void report_sent(const std::string& prefix, const sent& d) {
 // Queues stream `seed` with a nonblocking socket until -EWOULDBLOCK (the peer does not read);
 // returns the bytes queued and leaves the socket blocking.
 uint64_t fill_until_full(sansock_socket_t s, uint64_t seed) {
-    must(set_int(s, SANSOCK_SO_NONBLOCK, 1), "nonblocking");
+    must(set_int_option(s, SANSOCK_SO_NONBLOCK, 1), "nonblocking");
     std::vector<uint8_t> chunk(64 * 1024);
     uint64_t queued = 0;
     ssize_t r = 0;
@@ -410,7 +403,7 @@ uint64_t fill_until_full(sansock_socket_t s, uint64_t seed) {
         // A partial send took the first r bytes of the chunk: the stream stays contiguous.
         queued += static_cast<uint64_t>(r);
     }
-    must(set_int(s, SANSOCK_SO_NONBLOCK, 0), "blocking");
+    must(set_int_option(s, SANSOCK_SO_NONBLOCK, 0), "blocking");
     return queued;
 }
 
