@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: MIT
+// The verbs provider's completion queues and progress: CQ polling, busy polling.
+#include <arpa/inet.h>
+
+#include <algorithm>
+
+#include "provider/verbs/verbs_internal.hpp"
+
+namespace sansock::verbs::detail {
+
+// Events on, so progress hears of the flushes that teardown waits for; what completed while
+// they were off is taken now.
+void rearm_completions(verbs_instance& self, vsocket& s) {
+    s.busy_pollers = 0;
+    s.left_unarmed = false;
+    if (s.cq_armed || !s.cq) return;
+    s.cq_armed = ibv_req_notify_cq(s.cq.get(), 0) == 0;
+    drain_completions(self, s);
+}
+
+// A socket whose QP carries the user's traffic (connected, or about to be).
+static bool receiving(const vsocket& s) {
+    return s.state == socket_state::connected ||
+           ((s.state == socket_state::connecting || s.state == socket_state::accepting) && s.qp);
+}
+
+static void handle_completion(verbs_instance& self, vsocket& s, const ibv_wc& wc) {
+    if (wc.wr_id & recv_wr_flag) {
+        --s.posted_recvs;
+        const uint32_t slot = static_cast<uint32_t>(wc.wr_id & ~recv_wr_flag);
+        // The peer may send as soon as it is established, before our own ESTABLISHED event is
+        // handled: a connection still connecting or accepting takes its data too.
+        if (!receiving(s)) return; // flushes of a failed or closed socket
+        if (wc.status != IBV_WC_SUCCESS) {
+            fail_connection(self, s, -ECONNRESET, connection_event::peer_reset);
+            return;
+        }
+        if (wc.wc_flags & IBV_WC_WITH_IMM) s.credits += ntohl(wc.imm_data);
+        if (wc.byte_len == 0) {
+            if (!repost_receive(self, s, slot)) return;
+        } else {
+            s.received.push_back({slot, 0, wc.byte_len});
+        }
+        deliver_received(self, s);
+        return;
+    }
+    --s.posted_sends;
+    const uint32_t slot = static_cast<uint32_t>(wc.wr_id);
+    if (slot >= s.send_slots) return;
+    s.free_send_slots.push_back(slot);
+    operation* op = std::exchange(s.send_slot_uses[slot].op, nullptr);
+    if (!receiving(s)) return;
+    if (wc.status != IBV_WC_SUCCESS) {
+        if (op != nullptr) finish(self, s, op, -ECONNRESET);
+        fail_connection(self, s, -ECONNRESET, connection_event::peer_reset);
+        return;
+    }
+    if (op != nullptr) finish(self, s, op, static_cast<int64_t>(op->length));
+    pump_sends(self, s);
+}
+
+void drain_completions(verbs_instance& self, vsocket& s) {
+    ibv_wc batch[32];
+    int n;
+    while (s.cq && (n = ibv_poll_cq(s.cq.get(), 32, batch)) > 0)
+        for (int i = 0; i < n; ++i) handle_completion(self, s, batch[i]);
+}
+
+void on_device_completions(void* context, int, uint32_t) noexcept {
+    auto* device = static_cast<device_resources*>(context);
+    verbs_instance& self = *device->owner;
+    std::lock_guard lock(self.mutex);
+    ibv_cq* cq = nullptr;
+    void* cq_context = nullptr;
+    while (ibv_get_cq_event(device->channel.get(), &cq, &cq_context) == 0) {
+        ibv_ack_cq_events(cq, 1);
+        auto* s = static_cast<vsocket*>(cq_context);
+        if (s->busy_pollers > 0) {
+            s->cq_armed = false; // the poller re-arms it when it stops
+            continue;
+        }
+        ibv_req_notify_cq(cq, 0);
+        drain_completions(self, *s);
+    }
+}
+
+// Sockets left unarmed whose poller did not come back: progress hears of them again.
+static void rearm_abandoned(verbs_instance& self) {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& [s, owned] : self.sockets)
+        if (s->left_unarmed && s->busy_pollers == 0 && now - s->unarmed_since >= unarmed_limit) rearm_completions(self, *s);
+}
+
+// Takes the completions and up-calls to deliver (of socket `only`, or of all when 0) out of
+// the instance, claiming their sockets for this thread. Those of a socket another thread is
+// delivering stay queued, for that thread or the next progress.
+static void take_deliveries(verbs_instance& self, socket_handle only, std::vector<finished_op>& ops,
+                     std::vector<pending_upcall>& signals) {
+    const auto me = std::this_thread::get_id();
+    auto take = [&](socket_handle socket) {
+        if (only != invalid_socket && socket != only) return false;
+        if (socket == invalid_socket) return true; // not held by the user: nothing can close it
+        auto [claim, fresh] = self.claims.try_emplace(socket);
+        if (!fresh && claim->second.thread != me) return false;
+        claim->second.thread = me;
+        ++claim->second.count;
+        return true;
+    };
+    std::erase_if(self.done, [&](const finished_op& f) {
+        if (!take(f.socket)) return false;
+        ops.push_back(f);
+        return true;
+    });
+    std::erase_if(self.signals, [&](const pending_upcall& u) {
+        if (!take(u.socket)) return false;
+        signals.push_back(u);
+        return true;
+    });
+}
+
+static void release_claim(verbs_instance& self, socket_handle socket) {
+    if (socket == invalid_socket) return;
+    std::lock_guard lock(self.mutex);
+    auto claim = self.claims.find(socket);
+    if (claim == self.claims.end() || --claim->second.count > 0) return;
+    self.claims.erase(claim);
+    self.delivered.notify_all();
+}
+
+// Delivers what take_deliveries took, without the instance lock. An up-call for a socket
+// closed meanwhile is dropped; a completion never is.
+static void deliver(verbs_instance& self, const std::vector<finished_op>& ops, const std::vector<pending_upcall>& signals) {
+    for (const finished_op& f : ops) {
+        f.op->complete(*f.op);
+        release_claim(self, f.socket);
+    }
+    for (const pending_upcall& signal : signals) {
+        bool open;
+        {
+            std::lock_guard lock(self.mutex);
+            open = self.table.find(signal.socket) != nullptr;
+        }
+        if (open && self.calls.on_connection_event != nullptr)
+            self.calls.on_connection_event(self.calls.context, signal.socket, signal.event, signal.status);
+        release_claim(self, signal.socket);
+    }
+}
+
+int verbs_progress(provider::instance* p, int timeout_ms) {
+    verbs_instance* self = self_of(p);
+    if (self == nullptr) return -EINVAL;
+    std::lock_guard progress_lock(self->progress_mutex);
+    bool have_work, unarmed;
+    {
+        std::lock_guard lock(self->mutex);
+        have_work = !self->done.empty() || !self->signals.empty();
+        unarmed = std::any_of(self->sockets.begin(), self->sockets.end(), [](const auto& e) { return e.first->left_unarmed; });
+    }
+    int wait_ms = have_work ? 0 : std::max(timeout_ms, 0);
+    if (unarmed) wait_ms = std::min(wait_ms, int(unarmed_limit.count()));
+    int rc = self->engine->run_once(std::chrono::milliseconds(wait_ms));
+    if (rc < 0 && rc != -EINTR && rc != -ETIME) return rc;
+    std::vector<finished_op> ops;
+    std::vector<pending_upcall> signals;
+    {
+        std::lock_guard lock(self->mutex);
+        reap_closed(*self);
+        rearm_abandoned(*self);
+        take_deliveries(*self, invalid_socket, ops, signals);
+    }
+    deliver(*self, ops, signals);
+    return static_cast<int>(ops.size() + signals.size());
+}
+
+// Busy-poll support: the caller's thread polls the socket's own completion queue and delivers
+// what it finds, so a blocked call needs no hand-off from the progress thread.
+int verbs_progress_socket(provider::instance* p, socket_handle h, uint32_t flags) {
+    verbs_instance* self = self_of(p);
+    if (self == nullptr) return -EINVAL;
+    if ((flags & ~(poll_start | poll_stop | poll_stay_unarmed | poll_arm)) != 0 ||
+        ((flags & poll_arm) && flags != poll_arm))
+        return -EINVAL;
+    if (flags == poll_arm) {
+        std::lock_guard lock(self->mutex);
+        vsocket* s = find(*self, h);
+        if (s == nullptr) return -ENOTSOCK;
+        if (s->busy_pollers == 0) rearm_completions(*self, *s);
+        if (!self->done.empty() || !self->signals.empty()) self->engine->wake(); // progress delivers
+        return 0;
+    }
+    std::vector<finished_op> ops;
+    std::vector<pending_upcall> signals;
+    {
+        std::lock_guard lock(self->mutex);
+        vsocket* s = find(*self, h);
+        if (s == nullptr) return -ENOTSOCK;
+        if (flags & poll_start) ++s->busy_pollers;
+        if (s->cq) drain_completions(*self, *s);
+        if ((flags & poll_stop) && s->busy_pollers > 0 && --s->busy_pollers == 0) {
+            if ((flags & poll_stay_unarmed) && !s->cq_armed) {
+                s->left_unarmed = true;
+                s->unarmed_since = std::chrono::steady_clock::now();
+            } else {
+                rearm_completions(*self, *s);
+            }
+        }
+        take_deliveries(*self, h, ops, signals);
+    }
+    deliver(*self, ops, signals);
+    return static_cast<int>(ops.size() + signals.size());
+}
+
+int verbs_event_fd(provider::instance* p) {
+    verbs_instance* self = self_of(p);
+    return self == nullptr ? -EINVAL : self->engine->fd();
+}
+
+int verbs_wake(provider::instance* p) {
+    verbs_instance* self = self_of(p);
+    return self == nullptr ? -EINVAL : self->engine->wake();
+}
+
+} // namespace sansock::verbs::detail

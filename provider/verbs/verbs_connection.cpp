@@ -1,0 +1,304 @@
+// SPDX-License-Identifier: MIT
+// The verbs provider's connections: rdma_cm events, connect, accept, the handshake.
+#include <algorithm>
+#include <cstring>
+
+#include "provider/verbs/verbs_call.hpp"
+#include "provider/verbs/verbs_internal.hpp"
+
+namespace sansock::verbs::detail {
+
+static int validate_ipv4(const sockaddr* address, socklen_t length) {
+    if (address == nullptr || length < static_cast<socklen_t>(sizeof(sa_family_t))) return -EINVAL;
+    if (address->sa_family != AF_INET) return -EAFNOSUPPORT;
+    if (length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
+    return 0;
+}
+
+static handshake our_handshake(const vsocket& s) {
+    return {handshake_magic, handshake_version, 0, s.recv_slots, s.slot_size};
+}
+
+// The peer's handshake, checked; 0 or -EPROTO.
+static int take_peer_handshake(vsocket& s, const void* data, uint8_t length) {
+    handshake peer{};
+    if (data == nullptr || length < sizeof peer) return -EPROTO;
+    std::memcpy(&peer, data, sizeof peer);
+    if (peer.magic != handshake_magic || peer.version != handshake_version || peer.recv_slots < 2 || peer.slot_size < 64)
+        return -EPROTO;
+    s.credits += peer.recv_slots; // credits returned before our ESTABLISHED was handled are kept
+    s.fragment_size = std::min(s.slot_size, peer.slot_size);
+    return 0;
+}
+
+// Hands an established connection to a waiting accept, if there is one.
+static void match_accepts(verbs_instance& self, vsocket& listener) {
+    while (!listener.accepts.empty() && !listener.ready.empty()) {
+        vsocket* connection = listener.ready.front();
+        listener.ready.pop_front();
+        connection->listener = nullptr;
+        const socket_handle handle = self.table.insert(connection);
+        operation* op = listener.accepts.pop();
+        if (handle == invalid_socket) {
+            start_teardown(self, *connection);
+            finish(self, listener, op, -EMFILE);
+            continue;
+        }
+        connection->handle = handle;
+        op->accepted = handle;
+        finish(self, listener, op, 0);
+    }
+}
+
+void fail_connect(verbs_instance& self, vsocket& s, int code) {
+    if (s.state != socket_state::connecting) return;
+    s.state = socket_state::failed;
+    s.failure = code;
+    if (operation* op = std::exchange(s.connect_op, nullptr)) finish(self, s, op, code);
+    stop_connection(s);
+}
+
+static void handle_connect_request(verbs_instance& self, vsocket* listener, rdma_cm_event& event,
+                            std::vector<rdma_cm_id*>& reject) {
+    rdma_cm_id* id = event.id;
+    if (listener == nullptr || listener->state != socket_state::listening ||
+        listener->ready.size() + listener->handshaking >= static_cast<size_t>(std::max(1, listener->backlog))) {
+        reject.push_back(id);
+        return;
+    }
+    auto owned = std::make_unique<vsocket>(&self.destroy_logging);
+    vsocket& s = *owned;
+    s.id.reset(id);
+    id->context = &s;
+    s.state = socket_state::accepting;
+    s.listener = listener;
+    int rc = build_connection(self, s, id);
+    if (rc == 0) rc = take_peer_handshake(s, event.param.conn.private_data, event.param.conn.private_data_len);
+    if (rc == 0) {
+        handshake ours = our_handshake(s);
+        rdma_conn_param param{};
+        param.private_data = &ours;
+        param.private_data_len = sizeof ours;
+        param.responder_resources = 1;
+        param.initiator_depth = 1;
+        param.rnr_retry_count = 0; // credits make receiver-not-ready impossible; any would be a bug
+        rc = checked(rdma_accept(id, &param));
+    }
+    if (rc != 0) {
+        // Release everything but the id itself, which is rejected once the event is acked.
+        s.qp.reset();
+        s.id.release();
+        reject.push_back(id);
+        return;
+    }
+    ++listener->handshaking;
+    self.sockets.emplace(&s, std::move(owned));
+}
+
+static void handle_cm_event(verbs_instance& self, rdma_cm_event& event, std::vector<rdma_cm_id*>& reject,
+                     std::vector<ibv_context*>& removed) {
+    if (event.event == RDMA_CM_EVENT_CONNECT_REQUEST) {
+        handle_connect_request(self, static_cast<vsocket*>(event.listen_id->context), event, reject);
+        return;
+    }
+    auto* s = static_cast<vsocket*>(event.id->context);
+    if (s == nullptr) return;
+    switch (event.event) {
+    case RDMA_CM_EVENT_ADDR_RESOLVED:
+        if (s->state == socket_state::connecting) {
+            int rc = checked(rdma_resolve_route(s->id.get(), self.settings.resolve_timeout_ms));
+            if (rc != 0) fail_connect(self, *s, -EHOSTUNREACH);
+        }
+        break;
+    case RDMA_CM_EVENT_ROUTE_RESOLVED:
+        if (s->state == socket_state::connecting) {
+            int rc = build_connection(self, *s, s->id.get());
+            if (rc == 0) {
+                handshake ours = our_handshake(*s);
+                rdma_conn_param param{};
+                param.private_data = &ours;
+                param.private_data_len = sizeof ours;
+                param.responder_resources = 1;
+                param.initiator_depth = 1;
+                param.retry_count = 7;
+                param.rnr_retry_count = 0;
+                rc = checked(rdma_connect(s->id.get(), &param));
+            }
+            if (rc != 0) {
+                if (s->qp) log(self, provider::log_level::error, "verbs: rdma_connect failed: %s", describe(rc));
+                else log(self, provider::log_level::error,
+                         "verbs: cannot set up the connection's QP or register its %zu-byte buffer: %s",
+                         s->buffer_bytes, describe(rc));
+                fail_connect(self, *s, s->qp ? -ECONNREFUSED : rc);
+            }
+        }
+        break;
+    case RDMA_CM_EVENT_ADDR_ERROR:
+    case RDMA_CM_EVENT_ROUTE_ERROR:
+        fail_connect(self, *s, -EHOSTUNREACH);
+        break;
+    case RDMA_CM_EVENT_UNREACHABLE:
+        fail_connect(self, *s, -ETIMEDOUT);
+        break;
+    case RDMA_CM_EVENT_REJECTED:
+    case RDMA_CM_EVENT_CONNECT_ERROR:
+        fail_connect(self, *s, -ECONNREFUSED);
+        if (s->state == socket_state::accepting && s->listener != nullptr) {
+            --s->listener->handshaking;
+            s->listener = nullptr;
+            start_teardown(self, *s);
+        }
+        break;
+    case RDMA_CM_EVENT_ESTABLISHED:
+        if (s->state == socket_state::connecting) {
+            int rc = take_peer_handshake(*s, event.param.conn.private_data, event.param.conn.private_data_len);
+            if (rc != 0) {
+                fail_connect(self, *s, rc);
+                break;
+            }
+            s->state = socket_state::connected;
+            if (operation* op = std::exchange(s->connect_op, nullptr)) finish(self, *s, op, 0);
+            pump_sends(self, *s);
+        } else if (s->state == socket_state::accepting) {
+            s->state = socket_state::connected;
+            vsocket* listener = s->listener;
+            --listener->handshaking;
+            listener->ready.push_back(s);
+            match_accepts(self, *listener);
+        }
+        break;
+    case RDMA_CM_EVENT_DISCONNECTED:
+        // Completions already in the CQ came before the disconnect: deliver them first.
+        if (s->cq) drain_completions(self, *s);
+        if (s->state == socket_state::connected) {
+            if (s->listener != nullptr) {
+                s->state = socket_state::failed; // stays in the ready queue; the user meets the reset
+                s->failure = -ECONNRESET;
+                stop_connection(*s);
+            } else {
+                fail_connection(self, *s, -ECONNRESET, connection_event::peer_reset);
+            }
+        } else if (s->state != socket_state::closed) {
+            stop_connection(*s);
+        }
+        break;
+    case RDMA_CM_EVENT_DEVICE_REMOVAL:
+        removed.push_back(event.id->verbs);
+        break;
+    default:
+        break;
+    }
+}
+
+void on_cm_events(void* context, int, uint32_t) noexcept {
+    verbs_instance& self = *static_cast<verbs_instance*>(context);
+    std::lock_guard lock(self.mutex);
+    rdma_cm_event* event = nullptr;
+    while (rdma_get_cm_event(self.events.get(), &event) == 0) {
+        std::vector<rdma_cm_id*> reject;
+        std::vector<ibv_context*> removed;
+        handle_cm_event(self, *event, reject, removed);
+        rdma_ack_cm_event(event);
+        for (ibv_context* context : removed) release_device(self, context);
+        // An id we will not keep can only be destroyed once its event is acknowledged.
+        for (rdma_cm_id* id : reject) {
+            rdma_reject(id, nullptr, 0);
+            if (id->qp != nullptr) rdma_destroy_qp(id);
+            if (int rc = rdma_destroy_id(id)) report_destroy_failure(&self.destroy_logging, "rdma_destroy_id", rc);
+        }
+    }
+}
+
+int verbs_bind(provider::instance* p, socket_handle h, const sockaddr* address, socklen_t length) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    if (int rc = validate_ipv4(address, length)) return rc;
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->state != socket_state::fresh) return -EINVAL;
+    if (int rc = checked(rdma_bind_addr(s->id.get(), const_cast<sockaddr*>(address)))) return rc;
+    s->state = socket_state::bound;
+    return 0;
+}
+
+int verbs_listen(provider::instance* p, socket_handle h, int backlog) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->state != socket_state::bound) return s->state == socket_state::fresh ? -EDESTADDRREQ : -EINVAL;
+    if (backlog <= 0) backlog = 128;
+    if (int rc = checked(rdma_listen(s->id.get(), backlog))) return rc;
+    s->backlog = backlog;
+    s->state = socket_state::listening;
+    return 0;
+}
+
+int verbs_accept(provider::instance* p, socket_handle h, operation* op) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    if (int rc = validate_op(op, operation_kind::accept)) return rc;
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->state != socket_state::listening) return -EINVAL;
+    op->accepted = invalid_socket;
+    s->accepts.push(op);
+    match_accepts(*self, *s);
+    if (!self->done.empty()) self->engine->wake();
+    return 0;
+}
+
+int verbs_connect(provider::instance* p, socket_handle h, operation* op) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    if (int rc = validate_op(op, operation_kind::connect)) return rc;
+    if (int rc = validate_ipv4(reinterpret_cast<const sockaddr*>(&op->address), op->address_length)) return rc;
+    switch (s->state) {
+    case socket_state::fresh:
+    case socket_state::bound: break;
+    case socket_state::connecting:
+    case socket_state::accepting: return -EALREADY;
+    case socket_state::connected: return -EISCONN;
+    case socket_state::failed: return s->failure;
+    default: return -EINVAL;
+    }
+    int rc = checked(rdma_resolve_addr(s->id.get(), nullptr, reinterpret_cast<sockaddr*>(&op->address),
+                                       self->settings.resolve_timeout_ms));
+    if (rc != 0) return rc;
+    s->state = socket_state::connecting;
+    s->connect_op = op;
+    return 0;
+}
+
+static int copy_address(const sockaddr* from, sockaddr* to, socklen_t* length) {
+    if (to == nullptr || length == nullptr) return -EINVAL;
+    const socklen_t size = from->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    std::memcpy(to, from, std::min(*length, size));
+    *length = size;
+    return 0;
+}
+
+int verbs_getsockname(provider::instance* p, socket_handle h, sockaddr* address, socklen_t* length) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    if (!s->id) return s->failure;
+    return copy_address(rdma_get_local_addr(s->id.get()), address, length);
+}
+
+int verbs_getpeername(provider::instance* p, socket_handle h, sockaddr* address, socklen_t* length) {
+    verbs_instance* self = self_of(p);
+    std::lock_guard lock(self->mutex);
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    if (s->state != socket_state::connected || !s->id) return s->state == socket_state::failed ? s->failure : -ENOTCONN;
+    return copy_address(rdma_get_peer_addr(s->id.get()), address, length);
+}
+
+} // namespace sansock::verbs::detail

@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: MIT
+// The verbs provider's internals: its types and the functions its files share.
+#pragma once
+
+#include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "lib/event_engine.hpp"
+#include "lib/handle_table.hpp"
+#include "provider/verbs/verbs_objects.hpp"
+#include "provider/verbs/verbs_provider.hpp"
+
+namespace sansock::verbs::detail {
+
+using provider::config;
+using provider::connection_event;
+using provider::invalid_socket;
+using provider::memory_stats;
+using provider::op_wait_all;
+using provider::operation;
+using provider::operation_kind;
+using provider::poll_start;
+using provider::poll_arm;
+using provider::poll_stay_unarmed;
+using provider::poll_stop;
+using provider::socket_handle;
+using provider::upcalls;
+
+constexpr uint32_t handshake_magic = 0x53414e53; // "SANS"
+constexpr uint64_t recv_wr_flag = 1ull << 63;
+// Flushes normally arrive within milliseconds; past this the QP is destroyed regardless.
+constexpr auto teardown_limit = std::chrono::seconds(5);
+// A socket left unarmed by a poller that has not come back within this is armed by progress.
+constexpr auto unarmed_limit = std::chrono::milliseconds(10);
+
+// Carried in rdma_cm private data by connect and accept (docs/provider-interface.md).
+struct handshake {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t reserved;
+    uint32_t recv_slots; // the sender's receives, posted before it connects or accepts
+    uint32_t slot_size;  // the largest message the sender can receive
+};
+
+// An intrusive FIFO of operations, linked through operation::provider_next.
+struct op_queue {
+    operation* head = nullptr;
+    operation* tail = nullptr;
+    bool empty() const { return head == nullptr; }
+    operation* front() const { return head; }
+    void push(operation* op) {
+        op->provider_next = nullptr;
+        if (tail != nullptr) tail->provider_next = op;
+        else head = op;
+        tail = op;
+    }
+    operation* pop() {
+        operation* op = head;
+        if (op != nullptr) {
+            head = op->provider_next;
+            if (head == nullptr) tail = nullptr;
+            op->provider_next = nullptr;
+        }
+        return op;
+    }
+};
+
+enum class socket_state { fresh, bound, listening, connecting, accepting, connected, failed, closed };
+
+struct buffer_deleter {
+    void operator()(uint8_t* p) const noexcept { std::free(p); }
+};
+
+struct verbs_instance;
+
+// What the instance keeps per RDMA device it has used.
+struct device_resources {
+    explicit device_resources(const destroy_log* log) : pd(nullptr, {log}), channel(nullptr, {log}) {}
+    verbs_instance* owner = nullptr;
+    ibv_context* context = nullptr;
+    protection_domain pd;
+    completion_channel channel;
+    event_engine::watch_id watch = 0;
+};
+
+struct send_slot_use {
+    operation* op = nullptr;   // the send whose last fragment this slot carries, else null
+};
+
+struct received_fragment {
+    uint32_t slot;
+    uint32_t offset;
+    uint32_t length;
+};
+
+struct vsocket {
+    // Its owners report a failed destroy to `log` (the instance's).
+    explicit vsocket(const destroy_log* log) : id(nullptr, {log}), mr(nullptr, {log}), cq(nullptr, {log}) {}
+    socket_state state = socket_state::fresh;
+    socket_handle handle = invalid_socket; // 0 until the user holds it (accepted sockets)
+    cm_id id;
+    int failure = 0; // the negated errno every call gives once failed (-ECONNRESET, -ENETDOWN)
+
+    // As a listener.
+    int backlog = 0;
+    op_queue accepts;
+    std::deque<vsocket*> ready; // established, not accepted yet
+    uint32_t handshaking = 0;
+    // As a connection a listener still holds.
+    vsocket* listener = nullptr;
+
+    // As a connection.
+    operation* connect_op = nullptr;
+    device_resources* device = nullptr;
+    uint32_t slot_size = 0, send_slots = 0, recv_slots = 0;
+    uint32_t fragment_size = 0; // min(own slot, peer's slot)
+    std::unique_ptr<uint8_t, buffer_deleter> buffer; // send slots, then receive slots
+    size_t buffer_bytes = 0;
+    // Declared after the buffer and in parent-to-child order, so destroyed child first.
+    memory_region mr;
+    completion_queue cq;
+    queue_pair qp;
+    uint32_t credits = 0; // receives the peer has posted that we may consume
+    uint32_t owed = 0;    // receives we reposted and have not yet returned to the peer
+    std::vector<uint32_t> free_send_slots;
+    std::vector<send_slot_use> send_slot_uses;
+    uint32_t posted_sends = 0, posted_recvs = 0;
+    op_queue sends;           // not yet fully posted
+    size_t send_offset = 0;   // bytes of sends.front() already posted
+    std::deque<received_fragment> received;
+    op_queue recvs;
+    std::chrono::steady_clock::time_point teardown_deadline{};
+    bool disconnect_pending = false; // closed: the peer is told by the next progress
+    // Busy polling: while callers poll this socket's CQ themselves, its completion events are
+    // not re-armed, so progress is not woken for completions the caller is about to take.
+    uint32_t busy_pollers = 0;
+    bool cq_armed = true;
+    bool left_unarmed = false; // poll_stay_unarmed: the poller comes back; progress re-arms it late
+    std::chrono::steady_clock::time_point unarmed_since{};
+
+    uint8_t* send_slot(uint32_t slot) { return buffer.get() + size_t(slot) * slot_size; }
+    uint8_t* recv_slot(uint32_t slot) { return buffer.get() + size_t(send_slots + slot) * slot_size; }
+};
+
+struct finished_op {
+    operation* op;
+    socket_handle socket; // 0 for a socket the user does not hold yet
+};
+
+struct pending_upcall {
+    socket_handle socket;
+    connection_event event;
+    int status;
+};
+
+struct verbs_instance {
+    config settings;
+    upcalls calls;
+    destroy_log destroy_logging; // calls.log, for the owners' destructors; outlives them all
+    std::mutex progress_mutex; // one progress at a time
+    std::mutex mutex;          // everything below
+    std::unique_ptr<event_engine> engine;
+    event_channel events;
+    event_engine::watch_id events_watch = 0;
+    handle_table<vsocket> table;
+    std::unordered_map<vsocket*, std::unique_ptr<vsocket>> sockets; // every socket, closed ones too
+    std::vector<vsocket*> closing;                                   // torn down in progress()
+    std::map<ibv_context*, std::unique_ptr<device_resources>> devices;
+    std::vector<finished_op> done; // completions to deliver from progress
+    std::vector<pending_upcall> signals;
+    // Sockets whose completions or up-calls a thread has taken out of `done`/`signals` and is
+    // delivering: one thread at a time per socket, so a socket's completions keep their order
+    // when progress and a caller's progress_socket run at once, and close can wait for them:
+    // nothing of a socket runs after its close returned.
+    struct claim {
+        std::thread::id thread;
+        uint32_t count = 0;
+    };
+    std::unordered_map<socket_handle, claim> claims;
+    std::condition_variable delivered; // a claim ended
+
+    explicit verbs_instance(const config& c, const upcalls& u)
+        : settings(c), calls(u), destroy_logging{u.log, u.context}, table(c.max_sockets) {}
+};
+
+inline verbs_instance* self_of(provider::instance* p) { return reinterpret_cast<verbs_instance*>(p); }
+
+inline void finish(verbs_instance& self, const vsocket& s, operation* op, int64_t result) {
+    op->result = result;
+    self.done.push_back({op, s.handle});
+}
+
+// Looks the socket up; a failed connection answers with its failure.
+inline vsocket* find(verbs_instance& self, socket_handle handle) { return self.table.find(handle); }
+
+// verbs_provider.cpp: the instance, socket options, the log.
+const char* describe(int code);
+[[gnu::format(printf, 3, 4)]] void log(const verbs_instance& self, provider::log_level level,
+                                      const char* format, ...);
+int validate_op(const operation* op, operation_kind kind);
+int set_nonblocking(int fd);
+
+// verbs_connection.cpp: rdma_cm events, connect, accept and the handshake.
+void fail_connect(verbs_instance& self, vsocket& s, int code);
+void on_cm_events(void* context, int fd, uint32_t revents) noexcept;
+int verbs_bind(provider::instance* p, socket_handle h, const sockaddr* address, socklen_t length);
+int verbs_listen(provider::instance* p, socket_handle h, int backlog);
+int verbs_accept(provider::instance* p, socket_handle h, operation* op);
+int verbs_connect(provider::instance* p, socket_handle h, operation* op);
+int verbs_getsockname(provider::instance* p, socket_handle h, sockaddr* address, socklen_t* length);
+int verbs_getpeername(provider::instance* p, socket_handle h, sockaddr* address, socklen_t* length);
+
+// verbs_completion.cpp: completion queues, the event engine's callbacks, progress.
+void rearm_completions(verbs_instance& self, vsocket& s);
+void drain_completions(verbs_instance& self, vsocket& s);
+void on_device_completions(void* context, int fd, uint32_t revents) noexcept;
+int verbs_progress(provider::instance* p, int timeout_ms);
+int verbs_progress_socket(provider::instance* p, socket_handle h, uint32_t flags);
+int verbs_event_fd(provider::instance* p);
+int verbs_wake(provider::instance* p);
+
+// verbs_data.cpp: posting sends and receives, credits.
+int post_receive(vsocket& s, uint32_t slot);
+bool repost_receive(verbs_instance& self, vsocket& s, uint32_t slot);
+void pump_sends(verbs_instance& self, vsocket& s);
+void deliver_received(verbs_instance& self, vsocket& s);
+int verbs_send(provider::instance* p, socket_handle h, operation* op);
+int verbs_recv(provider::instance* p, socket_handle h, operation* op);
+
+// verbs_memory.cpp: device resources, a connection's registered buffer, CQ and QP.
+int build_connection(verbs_instance& self, vsocket& s, rdma_cm_id* id);
+int verbs_query_memory(provider::instance* p, memory_stats* out);
+
+// verbs_teardown.cpp: failure, hard close, background teardown, device removal.
+void take_pending(vsocket& s, std::vector<operation*>& out);
+void stop_connection(vsocket& s);
+void fail_connection(verbs_instance& self, vsocket& s, int code, connection_event event);
+void start_teardown(verbs_instance& self, vsocket& s);
+void release_device(verbs_instance& self, ibv_context* context);
+void reap_closed(verbs_instance& self);
+int verbs_close(provider::instance* p, socket_handle h);
+
+} // namespace sansock::verbs::detail
