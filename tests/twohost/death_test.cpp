@@ -145,6 +145,7 @@ TEST_CASE("death-keepalive: host B dies; on host A a receive, a send and a poll 
     both_hosts_up();
     const long idle_s = 5, interval_s = 2, count = 3;
     const long bound_ms = (idle_s + interval_s * count) * 1000 * 11 / 10;
+    const long earliest_ms = interval_s * count * 1000 - 1000;
     remote_job a("A", "survivor",
                  {"case=keepalive", "graceful_ms=600000", "ka_idle_s=" + std::to_string(idle_s),
                   "ka_interval_s=" + std::to_string(interval_s), "ka_count=" + std::to_string(count)});
@@ -158,17 +159,20 @@ TEST_CASE("death-keepalive: host B dies; on host A a receive, a send and a poll 
     CHECK(a["told_dead"] == "1");
     // Each wait ends with the keepalive's -ETIMEDOUT, after B's death (ms counted from A being
     // told, which is after the kill) and within the bound: B answered probes until it died, so
-    // A's silence began at most one interval before.
+    // A's silence began at most idle (+ a round trip) before, so no wait ends before count
+    // intervals have passed.
     const std::string etimedout = std::to_string(SANSOCK_E_TIMED_OUT);
     for (const char* call : {"ka_recv", "ka_send"}) {
         INFO(call << " = " << text(a.number(call)) << " after " << a[std::string(call) + "_ms"] << " ms");
         CHECK(a[call] == etimedout);
         CHECK(a.number(std::string(call) + "_ms") <= bound_ms);
+        CHECK(a.number(std::string(call) + "_ms") >= earliest_ms);
     }
-    // The poll returns its socket ready with the error (and hung up).
+    // The poll returns its socket ready with the error.
     CHECK(a["ka_poll"] == "1");
     CHECK((a.number("ka_poll_revents") & SANSOCK_POLLERR) != 0);
     CHECK(a.number("ka_poll_ms") <= bound_ms);
+    CHECK(a.number("ka_poll_ms") >= earliest_ms);
     // The background close was ended by the keepalive too, not by the graceful time-out (600 s):
     // four keepalive resets, the last within the bound.
     CHECK(a["ka_close"] == "0");
