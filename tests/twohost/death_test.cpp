@@ -18,8 +18,21 @@ void kill_host_b(remote_job& doomed) {
     doomed.host_died();
 }
 
+// Kills host B once A reports `ready_key`, tells A (SIGUSR1: B is dead) and waits for A's role
+// to end.
+void kill_b_then_tell_a(remote_job& a, remote_job& b, const std::string& ready_key) {
+    a.need(ready_key, 200);
+    kill_host_b(b);
+    a.signal("USR1");
+    const int status = a.wait(300);
+    INFO(a.output());
+    REQUIRE(status == 0);
+    CHECK(a["told_dead"] == "1");
+}
+
 constexpr long call_ms = 10000; // SO_RCVTIMEO / SO_SNDTIMEO on the survivor
 const std::string timed_out = std::to_string(SANSOCK_E_WOULDBLOCK);
+
 // What every host-death case checks on the survivor at the end: it holds on the device what it
 // held before its connections (the listener's cm_id), registered_bytes is back to its value
 // then, and the context goes at once.
@@ -106,13 +119,8 @@ TEST_CASE("death-close: host B dies during each close mode on host A; every clos
     remote_job a("A", "survivor", {"case=close", "graceful_ms=" + std::to_string(graceful_ms),
                                    "linger_s=" + std::to_string(linger_s), "call_ms=" + std::to_string(call_ms)});
     remote_job b("B", "doomed", {"port=" + a.need("port", 120), "connections=4"});
-    a.need("closing", 200);
-    kill_host_b(b);
-    a.signal("USR1");
-    const int status = a.wait(300);
+    kill_b_then_tell_a(a, b, "closing");
     INFO(a.output());
-    REQUIRE(status == 0);
-    CHECK(a["told_dead"] == "1");
     // 1: SO_DONTLINGER with data queued: 0 at once; the graceful close goes on in the
     // background until the graceful time-out ends it hard.
     CHECK(a["close1"] == "0");
@@ -150,13 +158,8 @@ TEST_CASE("death-keepalive: host B dies; on host A a receive, a send and a poll 
                  {"case=keepalive", "graceful_ms=600000", "ka_idle_s=" + std::to_string(idle_s),
                   "ka_interval_s=" + std::to_string(interval_s), "ka_count=" + std::to_string(count)});
     remote_job b("B", "doomed", {"port=" + a.need("port", 120), "connections=4"});
-    a.need("ready", 200);
-    kill_host_b(b);
-    a.signal("USR1");
-    const int status = a.wait(300);
+    kill_b_then_tell_a(a, b, "ready");
     INFO(a.output());
-    REQUIRE(status == 0);
-    CHECK(a["told_dead"] == "1");
     // Each wait ends with the keepalive's -ETIMEDOUT, after B's death (ms counted from A being
     // told, which is after the kill) and within the bound: B answered probes until it died, so
     // A's silence began at most idle (+ a round trip) before, so no wait ends before count
