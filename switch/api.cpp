@@ -11,17 +11,6 @@ using namespace sansock;
 using namespace sansock::sw;
 using namespace sansock::sw::api;
 
-namespace {
-
-int validate_address(const sockaddr* address, socklen_t length) {
-    if (address == nullptr || length < static_cast<socklen_t>(sizeof(sa_family_t))) return -EINVAL;
-    if (address->sa_family != AF_INET) return -EAFNOSUPPORT;
-    if (length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
-    return 0;
-}
-
-} // namespace
-
 extern "C" int sansock_socket(sansock_context* c, sansock_socket_t* out) try {
     if (c == nullptr || out == nullptr) return -EINVAL;
     auto& ctx = *reinterpret_cast<context*>(c);
@@ -61,9 +50,18 @@ extern "C" int sansock_bind(sansock_socket_t h, const struct sockaddr* address, 
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
-    if (int rc = validate_address(address, length)) return rc;
+    socket_address a{}; // an IPv4-mapped address is bound as the IPv4 address it is
+    if (int rc = address::parse(address, length, &a)) return rc;
+    if (s->family != AF_UNSPEC && s->family != address->sa_family) return -EAFNOSUPPORT;
     if (s->state != socket_state::created) return -EINVAL;
-    if (int rc = s->ctx->ops.bind(s->ctx->instance, s->ps, address, length)) return rc;
+    if (s->v6only && a.sa.sa_family == AF_INET) return -EINVAL; // as Linux: IPv4-mapped on a v6-only socket
+    provider::instance* instance = s->ctx->instance;
+    if (s->v6only) {
+        const int on = 1;
+        if (int rc = s->ctx->ops.setsockopt(instance, s->ps, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on)) return rc;
+    }
+    if (int rc = s->ctx->ops.bind(instance, s->ps, &a.sa, address::size_of(a.sa.sa_family))) return rc;
+    s->family = address->sa_family;
     s->state = socket_state::bound;
     return 0;
 } catch (...) {
@@ -115,10 +113,7 @@ extern "C" int sansock_accept(sansock_socket_t h, sansock_socket_t* out, struct 
         return -EMFILE;
     }
     note_accepted(*accepted);
-    if (peer != nullptr) { // as accept(2): truncated to *length, which says the full size
-        std::memcpy(peer, &accepted->peer_address, std::min<size_t>(*length, sizeof accepted->peer_address));
-        *length = sizeof accepted->peer_address;
-    }
+    if (peer != nullptr) address::copy_out(accepted->peer_address, peer, length); // cut as accept(2)
     *out = accepted->handle;
     return 0;
 } catch (...) {
@@ -129,7 +124,10 @@ extern "C" int sansock_connect(sansock_socket_t h, const struct sockaddr* addres
     socket_call lock;
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
-    if (int rc = validate_address(address, length)) return rc;
+    socket_address a{};
+    if (int rc = address::parse(address, length, &a)) return rc;
+    if (s->family != AF_UNSPEC && s->family != address->sa_family) return -EAFNOSUPPORT; // as Linux
+    if (s->v6only && a.sa.sa_family == AF_INET) return -ENETUNREACH; // IPv4-mapped on a v6-only socket
     switch (s->state) {
     case socket_state::created:
     case socket_state::bound: break;
@@ -138,7 +136,8 @@ extern "C" int sansock_connect(sansock_socket_t h, const struct sockaddr* addres
     case socket_state::failed: return s->failure;
     default: return -EINVAL;
     }
-    if (int rc = start_connect(*s, address, length)) return rc;
+    if (int rc = start_connect(*s, &a.sa, address::size_of(a.sa.sa_family))) return rc;
+    s->family = address->sa_family;
     s->state = socket_state::connecting;
     if (s->nonblocking || s->send_timeout == no_wait) return -EINPROGRESS; // no_wait: as Linux
 

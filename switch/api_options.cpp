@@ -16,6 +16,33 @@ namespace {
 // Longer time-outs saturate to this (about 68 years), as Linux saturates to its longest.
 constexpr int64_t max_timeout_seconds = INT32_MAX;
 
+// IPV6_V6ONLY (int), the one IPPROTO_IPV6 option: only before bind or connect (-EINVAL after,
+// as Linux), -ENOPROTOOPT on an AF_INET socket. Setting it makes a socket that has no family
+// yet AF_INET6 (as if made with socket(AF_INET6)): IPv4 addresses are then -EAFNOSUPPORT.
+int set_v6only(stream_socket& s, int name, const void* value, socklen_t length) {
+    if (name != IPV6_V6ONLY || s.family == AF_INET) return -ENOPROTOOPT;
+    if (length < static_cast<socklen_t>(sizeof(int))) return -EINVAL;
+    if (s.state != socket_state::created) return -EINVAL;
+    int v = 0;
+    std::memcpy(&v, value, sizeof v);
+    s.v6only = v != 0;
+    s.family = AF_INET6;
+    return 0;
+}
+
+// A provider's name in the socket's family (IPv4 mapped on an AF_INET6 socket), cut as
+// getsockname(2).
+int give_name(const stream_socket& s, bool peer, sockaddr* address, socklen_t* length) {
+    if (address == nullptr || length == nullptr) return -EINVAL;
+    socket_address a{};
+    socklen_t size = sizeof a;
+    context& ctx = *s.ctx;
+    const int rc = peer ? ctx.ops.getpeername(ctx.instance, s.ps, &a.sa, &size)
+                        : ctx.ops.getsockname(ctx.instance, s.ps, &a.sa, &size);
+    if (rc != 0) return rc;
+    return address::copy_out(address::to_family(a, s.family), address, length);
+}
+
 } // namespace
 
 extern "C" int sansock_setsockopt(sansock_socket_t h, int level, int name, const void* value, socklen_t length) try {
@@ -24,6 +51,7 @@ extern "C" int sansock_setsockopt(sansock_socket_t h, int level, int name, const
     if (s == nullptr) return -ENOTSOCK;
     if (value == nullptr) return -EINVAL;
     if (int rc = set_keepalive_option(*s, level, name, value, length); rc != not_a_keepalive_option) return rc;
+    if (level == IPPROTO_IPV6) return set_v6only(*s, name, value, length);
     if (level != SOL_SOCKET) return -ENOPROTOOPT;
     auto as_int = [&](int& out) {
         if (length < static_cast<socklen_t>(sizeof(int))) return -EINVAL;
@@ -87,7 +115,7 @@ extern "C" int sansock_getsockopt(sansock_socket_t h, int level, int name, void*
     if (s == nullptr) return -ENOTSOCK;
     if (value == nullptr || length == nullptr) return -EINVAL;
     if (int rc = get_keepalive_option(*s, level, name, value, length); rc != not_a_keepalive_option) return rc;
-    if (level != SOL_SOCKET) return -ENOPROTOOPT;
+    if (level != SOL_SOCKET && level != IPPROTO_IPV6) return -ENOPROTOOPT;
     auto put = [&](const void* data, socklen_t size) {
         if (*length < size) return -EINVAL;
         std::memcpy(value, data, size);
@@ -96,6 +124,11 @@ extern "C" int sansock_getsockopt(sansock_socket_t h, int level, int name, void*
     };
     int v = 0;
     switch (name) {
+    if (level == IPPROTO_IPV6) { // IPV6_V6ONLY only; an AF_INET socket has no IPv6 options
+        if (name != IPV6_V6ONLY || s->family == AF_INET) return -ENOPROTOOPT;
+        v = s->v6only;
+        return put(&v, sizeof v);
+    }
     case SO_LINGER: {
         linger l{s->linger_option.l_onoff, s->linger_option.l_linger};
         return put(&l, sizeof l);
@@ -126,7 +159,7 @@ extern "C" int sansock_getsockname(sansock_socket_t h, struct sockaddr* address,
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (s->ps == 0) return s->failure != 0 ? s->failure : -ENOTCONN;
-    return s->ctx->ops.getsockname(s->ctx->instance, s->ps, address, length);
+    return give_name(*s, false, address, length);
 } catch (...) {
     return sansock::c_error();
 }
@@ -136,7 +169,7 @@ extern "C" int sansock_getpeername(sansock_socket_t h, struct sockaddr* address,
     stream_socket* s = lock_socket(h, lock);
     if (s == nullptr) return -ENOTSOCK;
     if (s->state != socket_state::connected || s->ps == 0) return s->failure != 0 ? s->failure : -ENOTCONN;
-    return s->ctx->ops.getpeername(s->ctx->instance, s->ps, address, length);
+    return give_name(*s, true, address, length);
 } catch (...) {
     return sansock::c_error();
 }

@@ -58,15 +58,6 @@ int environment_level(const char* value) {
     return -1;
 }
 
-void format_address(const sockaddr_in& a, char* out, size_t size) {
-    char ip[INET_ADDRSTRLEN];
-    if (a.sin_family != AF_INET || inet_ntop(AF_INET, &a.sin_addr, ip, sizeof ip) == nullptr) {
-        std::snprintf(out, size, "?");
-        return;
-    }
-    std::snprintf(out, size, "%s:%u", ip, unsigned(ntohs(a.sin_port)));
-}
-
 const char* reason_name(sansock_reset_reason reason) {
     switch (reason) {
     case SANSOCK_RESET_ABORTIVE_CLOSE: return "abortive close";
@@ -126,9 +117,9 @@ void provider_log(void* c, provider::log_level level, const char* message) noexc
 }
 
 void describe_connection(const stream_socket& s, char* out, size_t size) noexcept {
-    char local[32], peer[32];
-    format_address(s.local_address, local, sizeof local);
-    format_address(s.peer_address, peer, sizeof peer);
+    char local[address::format_size], peer[address::format_size];
+    address::format(s.local_address, local, sizeof local);
+    address::format(s.peer_address, peer, sizeof peer);
     if (s.named == 0) std::snprintf(out, size, "%s -> %s (not accepted yet)", local, peer);
     else
         std::snprintf(out, size, "%s -> %s (socket %llu%s)", local, peer, static_cast<unsigned long long>(s.named),

@@ -309,6 +309,8 @@ void on_accepted(stream_socket& listener, provider_request& r) {
     s.window_bytes = listener.window_bytes;
     s.send_buffer_limit = listener.send_buffer_limit;
     s.linger_option = listener.linger_option;
+    s.family = listener.family;
+    s.v6only = listener.v6only;
     s.keepalive = listener.keepalive; // as Linux: a listener's keepalive options pass on
     s.keepalive_idle_s = listener.keepalive_idle_s;
     s.keepalive_interval_s = listener.keepalive_interval_s;
@@ -431,9 +433,11 @@ void start_connection(stream_socket& s) {
     s.heard_from = s.ctx->now();
     s.probes_unanswered = 0;
     socklen_t length = sizeof s.local_address;
-    s.ctx->ops.getsockname(s.ctx->instance, s.ps, reinterpret_cast<sockaddr*>(&s.local_address), &length);
+    s.ctx->ops.getsockname(s.ctx->instance, s.ps, &s.local_address.sa, &length);
     length = sizeof s.peer_address;
-    s.ctx->ops.getpeername(s.ctx->instance, s.ps, reinterpret_cast<sockaddr*>(&s.peer_address), &length);
+    s.ctx->ops.getpeername(s.ctx->instance, s.ps, &s.peer_address.sa, &length);
+    s.local_address = address::to_family(s.local_address, s.family);
+    s.peer_address = address::to_family(s.peer_address, s.family);
     if (int rc = send_control(s, session::message_type::hello, window)) {
         report_reset(s, false, received_reason(rc));
         fail_socket(s, -ECONNRESET);

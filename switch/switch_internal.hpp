@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "lib/address.hpp"
 #include "lib/errors.hpp"
 #include "provider/provider.hpp"
 #include "sansock/sansock.h"
@@ -106,8 +107,12 @@ struct stream_socket {
     time_point heard_from{};
     uint32_t probes_unanswered = 0;
     uint64_t probes_sent = 0, probe_replies = 0; // totals (tests)
-    sockaddr_in local_address{};       // once connected (log messages)
-    sockaddr_in peer_address{};
+    socket_address local_address{};    // once connected, in `family` (log messages, accept)
+    socket_address peer_address{};
+    // AF_INET or AF_INET6 once bound or connecting (accepted: the listener's); names are given
+    // in it, an IPv4 one mapped (::ffff:a.b.c.d) on an AF_INET6 socket. IPV6_V6ONLY.
+    sa_family_t family = AF_UNSPEC;
+    bool v6only = false;
 
     // Connecting.
     provider_request* connect_request = nullptr;

@@ -15,7 +15,7 @@ namespace detail {
 void release_port(lsock* s) {
     if (!s->owns_port) return;
     auto& ports = s->owner->net->ports;
-    auto [first, last] = ports.equal_range(ntohs(s->local.sin_port));
+    auto [first, last] = ports.equal_range(address::port(s->local));
     for (auto it = first; it != last; ++it)
         if (it->second == s) {
             ports.erase(it);
@@ -24,60 +24,72 @@ void release_port(lsock* s) {
     s->owns_port = false;
 }
 
-// Whether `address`:`port` may be bound: no socket holds the port on the same address, and
-// INADDR_ANY on either side conflicts with every address.
-bool address_free(const fabric& net, in_addr_t address, uint16_t port) {
-    auto [first, last] = net.ports.equal_range(port);
-    for (auto it = first; it != last; ++it) {
-        const in_addr_t bound = it->second->local.sin_addr.s_addr;
-        if (bound == address || bound == htonl(INADDR_ANY) || address == htonl(INADDR_ANY)) return false;
+namespace {
+
+// Whether a socket bound to `bound` (with `v6only`) takes connections to `target`.
+bool covers(const socket_address& bound, bool v6only, const socket_address& target) {
+    const bool any = address::is_any(bound);
+    if (bound.sa.sa_family == target.sa.sa_family) {
+        if (any) return true;
+        return bound.sa.sa_family == AF_INET ? bound.v4.sin_addr.s_addr == target.v4.sin_addr.s_addr
+                                             : IN6_ARE_ADDR_EQUAL(&bound.v6.sin6_addr, &target.v6.sin6_addr);
     }
+    return any && bound.sa.sa_family == AF_INET6 && !v6only; // :: dual-stack takes IPv4 too
+}
+
+// Whether two bindings of one port share an address.
+bool overlap(const socket_address& a, bool a_v6only, const socket_address& b, bool b_v6only) {
+    const bool a_any = address::is_any(a), b_any = address::is_any(b);
+    if (!a_any) return covers(b, b_v6only, a);
+    if (!b_any) return covers(a, a_v6only, b);
+    if (a.sa.sa_family == b.sa.sa_family) return true;
+    return a.sa.sa_family == AF_INET6 ? !a_v6only : !b_v6only;
+}
+
+} // namespace
+
+bool address_free(const fabric& net, const socket_address& address, bool v6only) {
+    auto [first, last] = net.ports.equal_range(address::port(address));
+    for (auto it = first; it != last; ++it)
+        if (overlap(it->second->local, it->second->v6only, address, v6only)) return false;
     return true;
 }
 
-// Binds `s` to `address`:`port` (checked free).
-void take_address(lsock* s, in_addr_t address, uint16_t port) {
+void take_address(lsock* s, const socket_address& address) {
     s->owns_port = true;
     s->bound = true;
-    s->local = {};
-    s->local.sin_family = AF_INET;
-    s->local.sin_addr.s_addr = address;
-    s->local.sin_port = htons(port);
-    s->owner->net->ports.emplace(port, s);
+    s->local = address;
+    s->owner->net->ports.emplace(address::port(address), s);
 }
 
-// Parses an AF_INET address: 0, -EINVAL (null, short) or -EAFNOSUPPORT.
-int parse_address(const sockaddr* address, socklen_t length, sockaddr_in* out) {
-    if (address == nullptr || length < socklen_t(sizeof(sa_family_t))) return -EINVAL;
-    if (address->sa_family != AF_INET) return -EAFNOSUPPORT;
-    if (length < socklen_t(sizeof(sockaddr_in))) return -EINVAL;
-    std::memcpy(out, address, sizeof *out);
-    return 0;
+int parse_address(const sockaddr* address, socklen_t length, socket_address* out) {
+    return address::parse(address, length, out);
 }
 
-// Gives `s` an ephemeral port no socket of the fabric holds on any address;
-// -EADDRNOTAVAIL when none is left.
-int bind_ephemeral(lsock* s, in_addr_t address) {
+int bind_ephemeral(lsock* s, const socket_address& address) {
     fabric* net = s->owner->net;
     for (uint32_t tries = 0; tries < 65536 - 1024; ++tries) {
         const uint16_t port = net->next_port;
         net->next_port = port == 65535 ? 1024 : uint16_t(port + 1);
         if (net->ports.count(port) != 0) continue;
-        take_address(s, address, port);
+        socket_address a = address;
+        if (a.sa.sa_family == AF_INET6) a.v6.sin6_port = htons(port);
+        else a.v4.sin_port = htons(port);
+        take_address(s, a);
         return 0;
     }
     return -EADDRNOTAVAIL;
 }
 
-lsock* find_listener(const fabric& net, const sockaddr_in& target) {
-    // The socket bound to the target's port on its address or on INADDR_ANY (at most one
-    // exists); a listener with room in its backlog takes the connection.
+lsock* find_listener(const fabric& net, const socket_address& target) {
+    // The socket bound to the target's port on an address set holding the target (at most one
+    // exists: bindings of a port do not overlap); a listener with room in its backlog takes
+    // the connection.
     lsock* listener = nullptr;
-    auto [first, last] = net.ports.equal_range(ntohs(target.sin_port));
+    auto [first, last] = net.ports.equal_range(address::port(target));
     for (auto it = first; it != last; ++it) {
         lsock* l = it->second;
-        const in_addr_t bound = l->local.sin_addr.s_addr;
-        if (bound != htonl(INADDR_ANY) && bound != target.sin_addr.s_addr) continue;
+        if (!covers(l->local, l->v6only, target)) continue;
         if (l->state == sock_state::listening && !l->owner->down && l->arrived.size() < size_t(l->backlog))
             listener = l;
         break;

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "lib/address.hpp"
 #include "lib/handle_table.hpp"
 #include "provider/loopback/loopback.hpp"
 
@@ -77,8 +78,9 @@ struct lsock {
     bool bound = false;
     bool owns_port = false;  // holds its port in the fabric's port map
     bool frozen = false;
-    sockaddr_in local{};
-    sockaddr_in remote{};
+    bool v6only = false;     // IPV6_V6ONLY: a socket bound to :: takes no IPv4 connection
+    socket_address local{};  // AF_INET or AF_INET6 (never IPv4-mapped: address::parse)
+    socket_address remote{};
     lsock* peer = nullptr;
     int failure = 0; // SO_ERROR (negated): why the connection or the last connect failed, as verbs
 
@@ -116,8 +118,8 @@ struct pending_event {
 // One mutex for the whole fabric: connected instances touch each other's state.
 struct fabric {
     std::mutex mutex;
-    // Every bound socket by port. A port holds sockets on distinct addresses, or one socket on
-    // INADDR_ANY (which conflicts with every address), as on Linux without SO_REUSEADDR.
+    // Every bound socket by port. A port holds sockets on addresses that do not overlap (a
+    // wildcard covers its family, :: without IPV6_V6ONLY both), as Linux without SO_REUSEADDR.
     std::multimap<uint16_t, detail::lsock*> ports;
     uint16_t next_port = 49152;
     std::vector<detail::loop_instance*> members;
@@ -155,18 +157,19 @@ inline provider::instance* as_instance(loop_instance* self) { return reinterpret
 
 // Releases the port `s` holds in the fabric's port map, if any.
 void release_port(lsock* s);
-// Whether `address`:`port` may be bound: no socket holds the port on the same address, and
-// INADDR_ANY on either side conflicts with every address.
-bool address_free(const fabric& net, in_addr_t address, uint16_t port);
-// Binds `s` to `address`:`port` (checked free).
-void take_address(lsock* s, in_addr_t address, uint16_t port);
-// Gives `s` an ephemeral port no socket of the fabric holds on any address;
+// Whether `address` (its port included) may be bound with `v6only`: no socket holds the port
+// on an overlapping set of addresses (a wildcard covers its family; :: without IPV6_V6ONLY
+// covers IPv4 too), as Linux without SO_REUSEADDR.
+bool address_free(const fabric& net, const socket_address& address, bool v6only);
+// Binds `s` to `address` (checked free).
+void take_address(lsock* s, const socket_address& address);
+// Gives `s` `address` with an ephemeral port no socket of the fabric holds on any address;
 // -EADDRNOTAVAIL when none is left.
-int bind_ephemeral(lsock* s, in_addr_t address);
-// Parses an AF_INET address: 0, -EINVAL (null, short) or -EAFNOSUPPORT.
-int parse_address(const sockaddr* address, socklen_t length, sockaddr_in* out);
+int bind_ephemeral(lsock* s, const socket_address& address);
+// address::parse: 0, -EINVAL (null, short) or -EAFNOSUPPORT; an IPv4-mapped one is AF_INET.
+int parse_address(const sockaddr* address, socklen_t length, socket_address* out);
 // The listener a connect to `target` reaches, or nullptr (the connection is refused).
-lsock* find_listener(const fabric& net, const sockaddr_in& target);
+lsock* find_listener(const fabric& net, const socket_address& target);
 
 // ---- socket and connection state, the data path (connection.cpp) ----
 

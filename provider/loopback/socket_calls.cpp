@@ -44,14 +44,6 @@ int check_data(lsock* s, operation* op, operation_kind kind) {
     return 0;
 }
 
-int copy_name(const sockaddr_in& a, sockaddr* address, socklen_t* length) {
-    if (address == nullptr || length == nullptr) return -EINVAL;
-    // Like getsockname(2): truncate to the caller's room, report the full length.
-    std::memcpy(address, &a, std::min<size_t>(*length, sizeof a));
-    *length = sizeof a;
-    return 0;
-}
-
 } // namespace
 
 int lb_socket(provider::instance* self, socket_handle* out) {
@@ -75,13 +67,12 @@ int lb_bind(provider::instance* self, socket_handle h, const sockaddr* address, 
     return with_socket(self, h, [&](lsock* s) -> int {
         loop_instance* inst = s->owner;
         if (inst->down) return -ENETDOWN;
-        sockaddr_in a{};
+        socket_address a{};
         if (int rc = parse_address(address, length, &a); rc < 0) return rc;
         if (s->bound || s->state != sock_state::fresh) return -EINVAL;
-        const uint16_t port = ntohs(a.sin_port);
-        if (port == 0) return bind_ephemeral(s, a.sin_addr.s_addr);
-        if (!address_free(*inst->net, a.sin_addr.s_addr, port)) return -EADDRINUSE;
-        take_address(s, a.sin_addr.s_addr, port);
+        if (address::port(a) == 0) return bind_ephemeral(s, a);
+        if (!address_free(*inst->net, a, s->v6only)) return -EADDRINUSE;
+        take_address(s, a);
         return 0;
     });
 }
@@ -90,8 +81,11 @@ int lb_listen(provider::instance* self, socket_handle h, int backlog) {
     return with_socket(self, h, [&](lsock* s) -> int {
         if (s->owner->down) return -ENETDOWN;
         if (s->state != sock_state::fresh) return -EINVAL;
-        if (!s->bound)
-            if (int rc = bind_ephemeral(s, htonl(INADDR_ANY)); rc < 0) return rc;
+        if (!s->bound) {
+            socket_address any{};
+            any.v4.sin_family = AF_INET;
+            if (int rc = bind_ephemeral(s, any); rc < 0) return rc;
+        }
         s->state = sock_state::listening;
         s->backlog = std::clamp(backlog, 1, 4096);
         return 0;
@@ -120,17 +114,31 @@ int lb_connect(provider::instance* self, socket_handle h, operation* op) {
         loop_instance* inst = s->owner;
         if (inst->down) return -ENETDOWN;
         if (int rc = check_op(op, operation_kind::connect); rc < 0) return rc;
-        sockaddr_in target{};
+        socket_address target{};
         if (int rc = parse_address(reinterpret_cast<const sockaddr*>(&op->address), op->address_length, &target);
             rc < 0)
             return rc;
         if (s->state == sock_state::connected || s->state == sock_state::reset) return -EISCONN;
         if (s->state != sock_state::fresh) return -EINVAL;
-        if (target.sin_port == 0) return -EINVAL;
+        if (address::port(target) == 0) return -EINVAL;
+        if (address::is_any(target)) { // as Linux: the wildcard means this host
+            if (target.sa.sa_family == AF_INET) target.v4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            else target.v6.sin6_addr = in6addr_loopback;
+        }
+        if (s->bound && s->local.sa.sa_family != target.sa.sa_family &&
+            !(s->local.sa.sa_family == AF_INET6 && address::is_any(s->local) && !s->v6only))
+            return -EAFNOSUPPORT; // bound to one family, connecting to the other
         if (!s->bound) {
-            const in_addr_t local = target.sin_addr.s_addr == htonl(INADDR_ANY) ? htonl(INADDR_LOOPBACK)
-                                                                                  : target.sin_addr.s_addr;
+            // Every fabric address is this host's: the connection leaves from the target's.
+            socket_address local = target;
+            if (local.sa.sa_family == AF_INET) local.v4.sin_port = 0;
+            else local.v6.sin6_port = 0;
             if (int rc = bind_ephemeral(s, local); rc < 0) return rc;
+        } else if (address::is_any(s->local)) { // as Linux: the wildcard becomes the address used
+            socket_address local = target;
+            if (local.sa.sa_family == AF_INET) local.v4.sin_port = htons(address::port(s->local));
+            else local.v6.sin6_port = htons(address::port(s->local));
+            s->local = local;
         }
         lsock* listener = find_listener(*inst->net, target);
         if (listener == nullptr) {
@@ -157,8 +165,7 @@ int lb_connect(provider::instance* self, socket_handle h, operation* op) {
         a->handle = ah;
         a->state = sock_state::connected;
         a->bound = true;
-        a->local = listener->local;
-        a->local.sin_addr = target.sin_addr;
+        a->local = target; // the address it was reached at (of either family on ::)
         a->remote = s->local;
         a->peer = s;
         s->state = sock_state::connected;
@@ -198,16 +205,16 @@ int lb_recv(provider::instance* self, socket_handle h, operation* op) {
 
 int lb_getsockname(provider::instance* self, socket_handle h, sockaddr* address, socklen_t* length) {
     return with_socket(self, h, [&](lsock* s) -> int {
-        sockaddr_in a = s->local;
-        a.sin_family = AF_INET;
-        return copy_name(a, address, length);
+        socket_address a = s->local;
+        if (a.sa.sa_family == AF_UNSPEC) a.v4.sin_family = AF_INET; // unbound: 0.0.0.0:0
+        return address::copy_out(a, address, length);
     });
 }
 
 int lb_getpeername(provider::instance* self, socket_handle h, sockaddr* address, socklen_t* length) {
     return with_socket(self, h, [&](lsock* s) -> int {
         if (s->state != sock_state::connected) return -ENOTCONN;
-        return copy_name(s->remote, address, length);
+        return address::copy_out(s->remote, address, length);
     });
 }
 
@@ -231,10 +238,17 @@ int lb_getsockopt(provider::instance* self, socket_handle h, int level, int name
     });
 }
 
-int lb_setsockopt(provider::instance* self, socket_handle h, int, int, const void* value, socklen_t) {
-    return with_socket(self, h, [&](lsock*) -> int {
+int lb_setsockopt(provider::instance* self, socket_handle h, int level, int name, const void* value, socklen_t length) {
+    return with_socket(self, h, [&](lsock* s) -> int {
         if (value == nullptr) return -EINVAL;
-        return -ENOPROTOOPT; // nothing is settable on a loopback socket
+        // Only IPV6_V6ONLY, before bind (as Linux); buffer sizes are per instance.
+        if (level != IPPROTO_IPV6 || name != IPV6_V6ONLY) return -ENOPROTOOPT;
+        if (length < socklen_t(sizeof(int))) return -EINVAL;
+        if (s->bound || s->state != sock_state::fresh) return -EINVAL;
+        int v = 0;
+        std::memcpy(&v, value, sizeof v);
+        s->v6only = v != 0;
+        return 0;
     });
 }
 

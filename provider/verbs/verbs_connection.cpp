@@ -3,17 +3,11 @@
 #include <algorithm>
 #include <cstring>
 
+#include "lib/address.hpp"
 #include "provider/verbs/verbs_call.hpp"
 #include "provider/verbs/verbs_internal.hpp"
 
 namespace sansock::verbs::detail {
-
-static int validate_ipv4(const sockaddr* address, socklen_t length) {
-    if (address == nullptr || length < static_cast<socklen_t>(sizeof(sa_family_t))) return -EINVAL;
-    if (address->sa_family != AF_INET) return -EAFNOSUPPORT;
-    if (length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
-    return 0;
-}
 
 static handshake our_handshake(const vsocket& s) {
     return {handshake_magic, handshake_version, 0, s.recv_slots, s.slot_size};
@@ -214,10 +208,17 @@ int verbs_bind(provider::instance* p, socket_handle h, const sockaddr* address, 
     std::lock_guard lock(self->mutex);
     vsocket* s = find(*self, h);
     if (s == nullptr) return -ENOTSOCK;
-    if (int rc = validate_ipv4(address, length)) return rc;
+    socket_address a{};
+    // An IPv4-mapped address is bound as the IPv4 address it is (rdma_cm routes it as IPv4).
+    if (int rc = address::parse(address, length, &a)) return rc;
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::fresh) return -EINVAL;
-    if (int rc = checked(rdma_bind_addr(s->id.get(), const_cast<sockaddr*>(address)))) return rc;
+    if (a.sa.sa_family == AF_INET6) { // explicit, so the sysctl net.ipv6.bindv6only does not decide
+        int afonly = s->v6only ? 1 : 0;
+        if (int rc = checked(rdma_set_option(s->id.get(), RDMA_OPTION_ID, RDMA_OPTION_ID_AFONLY, &afonly, sizeof afonly)))
+            return rc;
+    }
+    if (int rc = checked(rdma_bind_addr(s->id.get(), &a.sa))) return rc;
     s->state = socket_state::bound;
     return 0;
 }
@@ -257,7 +258,9 @@ int verbs_connect(provider::instance* p, socket_handle h, operation* op) {
     vsocket* s = find(*self, h);
     if (s == nullptr) return -ENOTSOCK;
     if (int rc = validate_op(op, operation_kind::connect)) return rc;
-    if (int rc = validate_ipv4(reinterpret_cast<const sockaddr*>(&op->address), op->address_length)) return rc;
+    socket_address target{};
+    if (int rc = address::parse(reinterpret_cast<const sockaddr*>(&op->address), op->address_length, &target))
+        return rc;
     switch (s->state) {
     case socket_state::fresh:
     case socket_state::bound: break;
@@ -267,8 +270,7 @@ int verbs_connect(provider::instance* p, socket_handle h, operation* op) {
     case socket_state::failed: return s->failure;
     default: return -EINVAL;
     }
-    int rc = checked(rdma_resolve_addr(s->id.get(), nullptr, reinterpret_cast<sockaddr*>(&op->address),
-                                       self->settings.resolve_timeout_ms));
+    int rc = checked(rdma_resolve_addr(s->id.get(), nullptr, &target.sa, self->settings.resolve_timeout_ms));
     if (rc != 0) return rc;
     s->state = socket_state::connecting;
     s->connect_op = op;
@@ -276,11 +278,9 @@ int verbs_connect(provider::instance* p, socket_handle h, operation* op) {
 }
 
 static int copy_address(const sockaddr* from, sockaddr* to, socklen_t* length) {
-    if (to == nullptr || length == nullptr) return -EINVAL;
-    const socklen_t size = from->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
-    std::memcpy(to, from, std::min(*length, size));
-    *length = size;
-    return 0;
+    socket_address a{};
+    std::memcpy(&a, from, std::max<socklen_t>(address::size_of(from->sa_family), sizeof(sockaddr_in)));
+    return address::copy_out(a, to, length);
 }
 
 int verbs_getsockname(provider::instance* p, socket_handle h, sockaddr* address, socklen_t* length) {

@@ -152,6 +152,7 @@ struct vsocket {
 
     uint8_t* send_slot(uint32_t slot) { return buffer.get() + size_t(slot) * slot_size; }
     uint8_t* recv_slot(uint32_t slot) { return buffer.get() + size_t(send_slots + slot) * slot_size; }
+    bool v6only = false; // IPV6_V6ONLY, given to rdma_cm (RDMA_OPTION_ID_AFONLY) at an AF_INET6 bind
 };
 
 struct finished_op {

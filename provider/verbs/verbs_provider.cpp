@@ -133,11 +133,19 @@ int verbs_getsockopt(provider::instance* p, socket_handle h, int level, int name
     return 0;
 }
 
-int verbs_setsockopt(provider::instance* p, socket_handle h, int, int, const void*, socklen_t) {
+int verbs_setsockopt(provider::instance* p, socket_handle h, int level, int name, const void* value, socklen_t length) {
     verbs_instance* self = self_of(p);
     std::lock_guard lock(self->mutex);
-    if (find(*self, h) == nullptr) return -ENOTSOCK;
-    return -ENOPROTOOPT; // buffer sizes are per instance (config)
+    vsocket* s = find(*self, h);
+    if (s == nullptr) return -ENOTSOCK;
+    // Only IPV6_V6ONLY, before bind (as Linux); buffer sizes are per instance (config).
+    if (level != IPPROTO_IPV6 || name != IPV6_V6ONLY) return -ENOPROTOOPT;
+    if (value == nullptr || length < static_cast<socklen_t>(sizeof(int))) return -EINVAL;
+    if (s->state != socket_state::fresh) return -EINVAL;
+    int v = 0;
+    std::memcpy(&v, value, sizeof v);
+    s->v6only = v != 0;
+    return 0;
 }
 
 } // namespace detail

@@ -651,19 +651,19 @@ TEST_CASE("Bad input is refused with the documented errno and no completion") {
             CHECK(ops.listen(hosts.a(), bogus, 1) == -ENOTSOCK);
         }
     }
-    SUBCASE("addresses of other families") {
+    SUBCASE("addresses of other families, and an AF_INET6 one shorter than sockaddr_in6") {
         sockaddr_in6 six{};
         six.sin6_family = AF_INET6;
         six.sin6_addr = in6addr_loopback;
-        CHECK(ops.bind(hosts.a(), s, reinterpret_cast<const sockaddr*>(&six), sizeof six) == -EAFNOSUPPORT);
+        CHECK(ops.bind(hosts.a(), s, reinterpret_cast<const sockaddr*>(&six), sizeof six - 1) == -EINVAL);
         sockaddr_un unix_address{};
         unix_address.sun_family = AF_UNIX;
         std::strcpy(unix_address.sun_path, "/tmp/sansock-conformance");
         CHECK(ops.bind(hosts.a(), s, reinterpret_cast<const sockaddr*>(&unix_address), sizeof unix_address) ==
               -EAFNOSUPPORT);
         tracked& con = hosts.new_op(operation_kind::connect);
-        std::memcpy(&con.op.address, &six, sizeof six);
-        con.op.address_length = sizeof six;
+        std::memcpy(&con.op.address, &unix_address, sizeof unix_address);
+        con.op.address_length = sizeof unix_address;
         CHECK(ops.connect(hosts.a(), s, &con.op) == -EAFNOSUPPORT);
         settle(20);
         CHECK(con.completions.load() == 0);
