@@ -38,8 +38,9 @@ static void handle_completion(verbs_instance& self, vsocket& s, const ibv_wc& wc
         if (wc.wc_flags & IBV_WC_WITH_IMM) s.credits += ntohl(wc.imm_data);
         if (wc.byte_len == 0) {
             if (!repost_receive(self, s, slot)) return;
-        } else {
-            s.received.push_back({slot, 0, wc.byte_len});
+        } else if (!s.received.push_back({slot, 0, wc.byte_len})) {
+            fail_connection(self, s, -ECONNRESET, connection_event::peer_reset); // more than its credits
+            return;
         }
         deliver_received(self, s);
         return;
@@ -47,7 +48,7 @@ static void handle_completion(verbs_instance& self, vsocket& s, const ibv_wc& wc
     --s.posted_sends;
     const uint32_t slot = static_cast<uint32_t>(wc.wr_id);
     if (slot >= s.send_slots) return;
-    s.free_send_slots.push_back(slot);
+    s.free_send_slots.push_back(slot); // within the capacity reserved at build_connection
     operation* op = std::exchange(s.send_slot_uses[slot].op, nullptr);
     if (!receiving(s)) return;
     if (wc.status != IBV_WC_SUCCESS) {
@@ -91,59 +92,98 @@ static void rearm_abandoned(verbs_instance& self) {
         if (s->left_unarmed && s->busy_pollers == 0 && now - s->unarmed_since >= unarmed_limit) rearm_completions(self, *s);
 }
 
-// Takes the completions and up-calls to deliver (of socket `only`, or of all when 0) out of
-// the instance, claiming their sockets for this thread. Those of a socket another thread is
-// delivering stay queued, for that thread or the next progress.
-static void take_deliveries(verbs_instance& self, socket_handle only, std::vector<finished_op>& ops,
-                     std::vector<pending_upcall>& signals) {
+// Claims `s` for this thread's delivery; false when another thread is delivering for it.
+static bool claim(vsocket& s) {
     const auto me = std::this_thread::get_id();
-    auto take = [&](socket_handle socket) {
-        if (only != invalid_socket && socket != only) return false;
-        if (socket == invalid_socket) return true; // not held by the user: nothing can close it
-        auto [claim, fresh] = self.claims.try_emplace(socket);
-        if (!fresh && claim->second.thread != me) return false;
-        claim->second.thread = me;
-        ++claim->second.count;
-        return true;
-    };
-    std::erase_if(self.done, [&](const finished_op& f) {
-        if (!take(f.socket)) return false;
-        ops.push_back(f);
-        return true;
-    });
-    std::erase_if(self.signals, [&](const pending_upcall& u) {
-        if (!take(u.socket)) return false;
-        signals.push_back(u);
-        return true;
-    });
+    if (s.claims > 0 && s.claim_thread != me) return false;
+    s.claim_thread = me;
+    ++s.claims;
+    return true;
 }
 
-static void release_claim(verbs_instance& self, socket_handle socket) {
-    if (socket == invalid_socket) return;
-    std::lock_guard lock(self.mutex);
-    auto claim = self.claims.find(socket);
-    if (claim == self.claims.end() || --claim->second.count > 0) return;
-    self.claims.erase(claim);
-    self.delivered.notify_all();
-}
-
-// Delivers what take_deliveries took, without the instance lock. An up-call for a socket
-// closed meanwhile is dropped; a completion never is.
-static void deliver(verbs_instance& self, const std::vector<finished_op>& ops, const std::vector<pending_upcall>& signals) {
-    for (const finished_op& f : ops) {
-        f.op->complete(*f.op);
-        release_claim(self, f.socket);
+// Takes the completions to deliver (of socket `only`, or of all when 0) out of `done` into
+// `out`, claiming their sockets for this thread; each one's provider_word becomes its claimed
+// socket (0: none). Those of a socket another thread is delivering stay queued, for that
+// thread or the next progress, and so do those of a socket being closed (its close delivers
+// them). Nothing is allocated: the operations are relinked.
+static void take_deliveries(verbs_instance& self, socket_handle only, op_queue& out) {
+    op_queue kept;
+    while (operation* op = self.done.pop()) {
+        const socket_handle socket = op->provider_word;
+        bool take = only == invalid_socket || socket == only;
+        vsocket* s = nullptr;
+        if (take && socket != invalid_socket) { // else not held by the user: nothing can close it
+            s = self.table.find(socket);
+            take = s != nullptr && claim(*s);
+        }
+        if (!take) {
+            kept.push(op);
+            continue;
+        }
+        op->provider_word = reinterpret_cast<uintptr_t>(s);
+        out.push(op);
     }
-    for (const pending_upcall& signal : signals) {
-        bool open;
+    self.done = kept;
+}
+
+static void release_claim(verbs_instance& self, vsocket* s) {
+    if (s == nullptr) return;
+    std::lock_guard lock(self.mutex);
+    if (--s->claims == 0) self.delivered.notify_all();
+}
+
+// One pending up-call (of socket `only`, or of any when 0) taken out of its socket, which is
+// claimed for this thread; null when there is none this thread may deliver.
+static vsocket* take_signal(verbs_instance& self, socket_handle only) {
+    if (self.signals == 0) return nullptr;
+    auto takes = [&](vsocket* s) { return s != nullptr && s->signal_pending && claim(*s); };
+    vsocket* found = nullptr;
+    if (only != invalid_socket) {
+        vsocket* s = self.table.find(only);
+        if (takes(s)) found = s;
+    } else {
+        for (auto& [s, owned] : self.sockets)
+            if (takes(s)) {
+                found = s;
+                break;
+            }
+    }
+    if (found != nullptr) {
+        found->signal_pending = false;
+        --self.signals;
+    }
+    return found;
+}
+
+// Delivers what take_deliveries took, without the instance lock, then the up-calls, one at a
+// time (an up-call is cleared from its socket at close, so none comes after). A completion is
+// never dropped. Returns how many were delivered.
+static int deliver(verbs_instance& self, op_queue& ops, socket_handle only) {
+    int delivered = 0;
+    while (operation* op = ops.pop()) {
+        auto* s = reinterpret_cast<vsocket*>(op->provider_word);
+        op->complete(*op); // may free the operation: nothing of it is read afterwards
+        release_claim(self, s);
+        ++delivered;
+    }
+    for (;;) {
+        socket_handle handle;
+        connection_event event;
+        int status;
+        vsocket* s;
         {
             std::lock_guard lock(self.mutex);
-            open = self.table.find(signal.socket) != nullptr;
+            s = take_signal(self, only);
+            if (s == nullptr) break;
+            handle = s->handle;
+            event = s->signal_event;
+            status = s->signal_status;
         }
-        if (open && self.calls.on_connection_event != nullptr)
-            self.calls.on_connection_event(self.calls.context, signal.socket, signal.event, signal.status);
-        release_claim(self, signal.socket);
+        if (self.calls.on_connection_event != nullptr) self.calls.on_connection_event(self.calls.context, handle, event, status);
+        release_claim(self, s);
+        ++delivered;
     }
+    return delivered;
 }
 
 int verbs_progress(provider::instance* p, int timeout_ms) {
@@ -153,23 +193,21 @@ int verbs_progress(provider::instance* p, int timeout_ms) {
     bool have_work, unarmed;
     {
         std::lock_guard lock(self->mutex);
-        have_work = !self->done.empty() || !self->signals.empty();
+        have_work = !self->done.empty() || self->signals > 0;
         unarmed = std::any_of(self->sockets.begin(), self->sockets.end(), [](const auto& e) { return e.first->left_unarmed; });
     }
     int wait_ms = have_work ? 0 : std::max(timeout_ms, 0);
     if (unarmed) wait_ms = std::min(wait_ms, int(unarmed_limit.count()));
     int rc = self->engine->run_once(std::chrono::milliseconds(wait_ms));
     if (rc < 0 && rc != -EINTR && rc != -ETIME) return rc;
-    std::vector<finished_op> ops;
-    std::vector<pending_upcall> signals;
+    op_queue ops;
     {
         std::lock_guard lock(self->mutex);
         reap_closed(*self);
         rearm_abandoned(*self);
-        take_deliveries(*self, invalid_socket, ops, signals);
+        take_deliveries(*self, invalid_socket, ops);
     }
-    deliver(*self, ops, signals);
-    return static_cast<int>(ops.size() + signals.size());
+    return deliver(*self, ops, invalid_socket);
 }
 
 // Busy-poll support: the caller's thread polls the socket's own completion queue and delivers
@@ -185,11 +223,10 @@ int verbs_progress_socket(provider::instance* p, socket_handle h, uint32_t flags
         vsocket* s = find(*self, h);
         if (s == nullptr) return -ENOTSOCK;
         if (s->busy_pollers == 0) rearm_completions(*self, *s);
-        if (!self->done.empty() || !self->signals.empty()) self->engine->wake(); // progress delivers
+        if (!self->done.empty() || self->signals > 0) self->engine->wake(); // progress delivers
         return 0;
     }
-    std::vector<finished_op> ops;
-    std::vector<pending_upcall> signals;
+    op_queue ops;
     {
         std::lock_guard lock(self->mutex);
         vsocket* s = find(*self, h);
@@ -204,10 +241,9 @@ int verbs_progress_socket(provider::instance* p, socket_handle h, uint32_t flags
                 rearm_completions(*self, *s);
             }
         }
-        take_deliveries(*self, h, ops, signals);
+        take_deliveries(*self, h, ops);
     }
-    deliver(*self, ops, signals);
-    return static_cast<int>(ops.size() + signals.size());
+    return deliver(*self, ops, h);
 }
 
 int verbs_event_fd(provider::instance* p) {

@@ -53,14 +53,19 @@ void fail_connect(verbs_instance& self, vsocket& s, int code) {
 }
 
 static void handle_connect_request(verbs_instance& self, vsocket* listener, rdma_cm_event& event,
-                            std::vector<rdma_cm_id*>& reject) {
+                                   rdma_cm_id*& reject) {
     rdma_cm_id* id = event.id;
     if (listener == nullptr || listener->state != socket_state::listening ||
         listener->ready.size() + listener->handshaking >= static_cast<size_t>(std::max(1, listener->backlog))) {
-        reject.push_back(id);
+        reject = id;
         return;
     }
-    auto owned = std::make_unique<vsocket>(&self.destroy_logging);
+    // Nothrow, here in progress: without memory the request is refused, as over the backlog.
+    std::unique_ptr<vsocket> owned(new (std::nothrow) vsocket(&self.destroy_logging));
+    if (!owned) {
+        reject = id;
+        return;
+    }
     vsocket& s = *owned;
     s.id.reset(id);
     id->context = &s;
@@ -68,6 +73,8 @@ static void handle_connect_request(verbs_instance& self, vsocket* listener, rdma
     s.listener = listener;
     int rc = build_connection(self, s, id);
     if (rc == 0) rc = take_peer_handshake(s, event.param.conn.private_data, event.param.conn.private_data_len);
+    auto kept = self.sockets.end(); // its place in the list, made before the accept can succeed
+    if (rc == 0) rc = reserve_socket(self, &s, &kept);
     if (rc == 0) {
         handshake ours = our_handshake(s);
         rdma_conn_param param{};
@@ -82,15 +89,16 @@ static void handle_connect_request(verbs_instance& self, vsocket* listener, rdma
         // Release everything but the id itself, which is rejected once the event is acked.
         s.qp.reset();
         s.id.release();
-        reject.push_back(id);
+        reject = id;
+        if (kept != self.sockets.end()) self.sockets.erase(kept);
         return;
     }
     ++listener->handshaking;
-    self.sockets.emplace(&s, std::move(owned));
+    kept->second = std::move(owned);
 }
 
-static void handle_cm_event(verbs_instance& self, rdma_cm_event& event, std::vector<rdma_cm_id*>& reject,
-                     std::vector<ibv_context*>& removed) {
+// One event makes at most one id to reject and one device removed: no list to allocate.
+static void handle_cm_event(verbs_instance& self, rdma_cm_event& event, rdma_cm_id*& reject, ibv_context*& removed) {
     if (event.event == RDMA_CM_EVENT_CONNECT_REQUEST) {
         handle_connect_request(self, static_cast<vsocket*>(event.listen_id->context), event, reject);
         return;
@@ -177,7 +185,7 @@ static void handle_cm_event(verbs_instance& self, rdma_cm_event& event, std::vec
         }
         break;
     case RDMA_CM_EVENT_DEVICE_REMOVAL:
-        removed.push_back(event.id->verbs);
+        removed = event.id->verbs;
         break;
     default:
         break;
@@ -188,14 +196,16 @@ void on_cm_events(void* context, int, uint32_t) noexcept {
     verbs_instance& self = *static_cast<verbs_instance*>(context);
     std::lock_guard lock(self.mutex);
     rdma_cm_event* event = nullptr;
+    // (rdma_get_cm_event mallocs the event; without memory it fails, and the next progress
+    // takes the event again: the descriptor stays readable.)
     while (rdma_get_cm_event(self.events.get(), &event) == 0) {
-        std::vector<rdma_cm_id*> reject;
-        std::vector<ibv_context*> removed;
+        rdma_cm_id* reject = nullptr;
+        ibv_context* removed = nullptr;
         handle_cm_event(self, *event, reject, removed);
         rdma_ack_cm_event(event);
-        for (ibv_context* context : removed) release_device(self, context);
+        if (removed != nullptr) release_device(self, removed);
         // An id we will not keep can only be destroyed once its event is acknowledged.
-        for (rdma_cm_id* id : reject) {
+        if (rdma_cm_id* id = reject) {
             rdma_reject(id, nullptr, 0);
             if (id->qp != nullptr) rdma_destroy_qp(id);
             if (int rc = rdma_destroy_id(id)) report_destroy_failure(&self.destroy_logging, "rdma_destroy_id", rc);

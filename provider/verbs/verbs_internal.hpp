@@ -9,10 +9,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
-#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -105,6 +105,46 @@ struct received_fragment {
     uint32_t length;
 };
 
+// The received fragments not yet read, one per receive slot at most: a ring allocated with the
+// connection, so a completion never allocates (docs/semantics.md, "Out of memory").
+struct fragment_ring {
+    std::unique_ptr<received_fragment[]> items;
+    uint32_t capacity = 0, head = 0, count = 0;
+    bool allocate(uint32_t n) noexcept {
+        items.reset(new (std::nothrow) received_fragment[n]);
+        capacity = items ? n : 0;
+        head = count = 0;
+        return items != nullptr;
+    }
+    bool empty() const { return count == 0; }
+    received_fragment& front() { return items[head]; }
+    void pop_front() {
+        head = (head + 1) % capacity;
+        --count;
+    }
+    // False when full, which a peer that keeps to its credits cannot make happen.
+    bool push_back(const received_fragment& f) {
+        if (count == capacity) return false;
+        items[(head + count++) % capacity] = f;
+        return true;
+    }
+    void clear() { head = count = 0; }
+};
+
+struct vsocket;
+// An intrusive FIFO of sockets, linked through vsocket::ready_next (a listener's established
+// connections): an arrival needs no memory.
+struct vsocket_queue {
+    vsocket* head = nullptr;
+    vsocket* tail = nullptr;
+    size_t count = 0;
+    bool empty() const { return head == nullptr; }
+    size_t size() const { return count; }
+    vsocket* front() const { return head; }
+    inline void push_back(vsocket* s);
+    inline vsocket* pop_front();
+};
+
 struct vsocket {
     // Its owners report a failed destroy to `log` (the instance's).
     explicit vsocket(const destroy_log* log) : id(nullptr, {log}), mr(nullptr, {log}), cq(nullptr, {log}) {}
@@ -112,14 +152,16 @@ struct vsocket {
     socket_handle handle = invalid_socket; // 0 until the user holds it (accepted sockets)
     cm_id id;
     int failure = 0; // the negated errno every call gives once failed (-ECONNRESET, -ENETDOWN)
+    bool v6only = false; // IPV6_V6ONLY, given to rdma_cm (RDMA_OPTION_ID_AFONLY) at an AF_INET6 bind
 
     // As a listener.
     int backlog = 0;
     op_queue accepts;
-    std::deque<vsocket*> ready; // established, not accepted yet
+    vsocket_queue ready; // established, not accepted yet
     uint32_t handshaking = 0;
     // As a connection a listener still holds.
     vsocket* listener = nullptr;
+    vsocket* ready_next = nullptr; // in the listener's `ready`
 
     // As a connection.
     operation* connect_op = nullptr;
@@ -134,12 +176,12 @@ struct vsocket {
     queue_pair qp;
     uint32_t credits = 0; // receives the peer has posted that we may consume
     uint32_t owed = 0;    // receives we reposted and have not yet returned to the peer
-    std::vector<uint32_t> free_send_slots;
-    std::vector<send_slot_use> send_slot_uses;
+    std::vector<uint32_t> free_send_slots;     // capacity send_slots from the start: never grows
+    std::vector<send_slot_use> send_slot_uses; // send_slots, fixed
     uint32_t posted_sends = 0, posted_recvs = 0;
     op_queue sends;           // not yet fully posted
     size_t send_offset = 0;   // bytes of sends.front() already posted
-    std::deque<received_fragment> received;
+    fragment_ring received;
     op_queue recvs;
     std::chrono::steady_clock::time_point teardown_deadline{};
     bool disconnect_pending = false; // closed: the peer is told by the next progress
@@ -149,22 +191,41 @@ struct vsocket {
     bool cq_armed = true;
     bool left_unarmed = false; // poll_stay_unarmed: the poller comes back; progress re-arms it late
     std::chrono::steady_clock::time_point unarmed_since{};
+    // Delivery: the thread delivering this socket's completions or up-call now, and how many
+    // it holds, so its order is kept and close can wait (docs/provider-interface.md). Kept
+    // here, not in a map, so that taking a delivery never allocates.
+    std::thread::id claim_thread{};
+    uint32_t claims = 0;
+    // The up-call to deliver (one per connection at most), kept here so a failure needs no memory.
+    bool signal_pending = false;
+    connection_event signal_event{};
+    int signal_status = 0;
 
     uint8_t* send_slot(uint32_t slot) { return buffer.get() + size_t(slot) * slot_size; }
     uint8_t* recv_slot(uint32_t slot) { return buffer.get() + size_t(send_slots + slot) * slot_size; }
-    bool v6only = false; // IPV6_V6ONLY, given to rdma_cm (RDMA_OPTION_ID_AFONLY) at an AF_INET6 bind
 };
 
-struct finished_op {
-    operation* op;
-    socket_handle socket; // 0 for a socket the user does not hold yet
-};
+void vsocket_queue::push_back(vsocket* s) {
+    s->ready_next = nullptr;
+    if (tail != nullptr) tail->ready_next = s;
+    else head = s;
+    tail = s;
+    ++count;
+}
 
-struct pending_upcall {
-    socket_handle socket;
-    connection_event event;
-    int status;
-};
+vsocket* vsocket_queue::pop_front() {
+    vsocket* s = head;
+    if (s != nullptr) {
+        head = s->ready_next;
+        if (head == nullptr) tail = nullptr;
+        s->ready_next = nullptr;
+        --count;
+    }
+    return s;
+}
+
+// Every socket of an instance, closed ones too, by address.
+using socket_list = std::unordered_map<vsocket*, std::unique_ptr<vsocket>>;
 
 struct verbs_instance {
     config settings;
@@ -176,21 +237,18 @@ struct verbs_instance {
     event_channel events;
     event_engine::watch_id events_watch = 0;
     handle_table<vsocket> table;
-    std::unordered_map<vsocket*, std::unique_ptr<vsocket>> sockets; // every socket, closed ones too
-    std::vector<vsocket*> closing;                                   // torn down in progress()
+    socket_list sockets;
+    uint32_t closing = 0; // sockets closed and not reaped yet (state closed), torn down in progress()
     std::map<ibv_context*, std::unique_ptr<device_resources>> devices;
-    std::vector<finished_op> done; // completions to deliver from progress
-    std::vector<pending_upcall> signals;
-    // Sockets whose completions or up-calls a thread has taken out of `done`/`signals` and is
-    // delivering: one thread at a time per socket, so a socket's completions keep their order
-    // when progress and a caller's progress_socket run at once, and close can wait for them:
-    // nothing of a socket runs after its close returned.
-    struct claim {
-        std::thread::id thread;
-        uint32_t count = 0;
-    };
-    std::unordered_map<socket_handle, claim> claims;
-    std::condition_variable delivered; // a claim ended
+    // Completions to deliver from progress, linked through provider_next; each one's
+    // provider_word is its socket's handle (0: a socket the user does not hold yet). Intrusive,
+    // so finishing an operation never allocates.
+    op_queue done;
+    uint32_t signals = 0; // sockets with signal_pending
+    // A claim (vsocket::claims) ended: a socket's completions are delivered by one thread at a
+    // time, so they keep their order when progress and a caller's progress_socket run at once,
+    // and close waits for them: nothing of a socket runs after its close returned.
+    std::condition_variable delivered;
 
     explicit verbs_instance(const config& c, const upcalls& u)
         : settings(c), calls(u), destroy_logging{u.log, u.context}, table(c.max_sockets) {}
@@ -200,7 +258,8 @@ inline verbs_instance* self_of(provider::instance* p) { return reinterpret_cast<
 
 inline void finish(verbs_instance& self, const vsocket& s, operation* op, int64_t result) {
     op->result = result;
-    self.done.push_back({op, s.handle});
+    op->provider_word = s.handle;
+    self.done.push(op);
 }
 
 // Looks the socket up; a failed connection answers with its failure.
@@ -211,6 +270,7 @@ const char* describe(int code);
 [[gnu::format(printf, 3, 4)]] void log(const verbs_instance& self, provider::log_level level,
                                       const char* format, ...);
 int validate_op(const operation* op, operation_kind kind);
+int reserve_socket(verbs_instance& self, vsocket* s, socket_list::iterator* out) noexcept;
 int set_nonblocking(int fd);
 
 // verbs_connection.cpp: rdma_cm events, connect, accept and the handshake.
@@ -245,7 +305,7 @@ int build_connection(verbs_instance& self, vsocket& s, rdma_cm_id* id);
 int verbs_query_memory(provider::instance* p, memory_stats* out);
 
 // verbs_teardown.cpp: failure, hard close, background teardown, device removal.
-void take_pending(vsocket& s, std::vector<operation*>& out);
+void take_pending(vsocket& s, op_queue& out);
 void stop_connection(vsocket& s);
 void fail_connection(verbs_instance& self, vsocket& s, int code, connection_event event);
 void start_teardown(verbs_instance& self, vsocket& s);

@@ -5,10 +5,15 @@
 
 namespace sansock::verbs::detail {
 
+// Allocates nothrow (-ENOMEM in *error): it runs inside the progress callbacks too.
 static device_resources* device_for(verbs_instance& self, ibv_context* context, int* error) {
     auto found = self.devices.find(context);
     if (found != self.devices.end()) return found->second.get();
-    auto device = std::make_unique<device_resources>(&self.destroy_logging);
+    std::unique_ptr<device_resources> device(new (std::nothrow) device_resources(&self.destroy_logging));
+    if (!device) {
+        *error = -ENOMEM;
+        return nullptr;
+    }
     device->owner = &self;
     device->context = context;
     device->pd.reset(ibv_alloc_pd(context));
@@ -16,12 +21,23 @@ static device_resources* device_for(verbs_instance& self, ibv_context* context, 
     device->channel.reset(ibv_create_comp_channel(context));
     if ((*error = checked_pointer(device->channel.get())) != 0) return nullptr;
     if ((*error = set_nonblocking(device->channel->fd)) != 0) return nullptr;
-    if ((*error = self.engine->watch(device->channel->fd, on_device_completions, device.get(), &device->watch)) != 0)
+    device_resources* made = device.get();
+    try {
+        self.devices.emplace(context, std::move(device)); // before the watch, which names it
+    } catch (const std::bad_alloc&) {
+        *error = -ENOMEM;
         return nullptr;
-    return self.devices.emplace(context, std::move(device)).first->second.get();
+    }
+    if ((*error = self.engine->watch(made->channel->fd, on_device_completions, made, &made->watch)) != 0) {
+        self.devices.erase(context);
+        return nullptr;
+    }
+    return made;
 }
 
-// The QP, CQ and registered buffer of a connection, with every receive posted.
+// The QP, CQ and registered buffer of a connection, with every receive posted. Everything the
+// connection's data path, failure and close use is allocated here, nothrow (-ENOMEM): the
+// send slot lists at their full size, the ring of received fragments.
 int build_connection(verbs_instance& self, vsocket& s, rdma_cm_id* id) {
     int rc = 0;
     s.device = device_for(self, id->verbs, &rc);
@@ -29,6 +45,14 @@ int build_connection(verbs_instance& self, vsocket& s, rdma_cm_id* id) {
     s.slot_size = self.settings.slot_size;
     s.send_slots = self.settings.send_slots;
     s.recv_slots = self.settings.recv_slots;
+    try {
+        s.send_slot_uses.assign(s.send_slots, {});
+        s.free_send_slots.clear();
+        s.free_send_slots.reserve(s.send_slots); // completions push slots back within it
+    } catch (const std::bad_alloc&) {
+        return -ENOMEM;
+    }
+    if (!s.received.allocate(s.recv_slots)) return -ENOMEM;
     s.buffer_bytes = size_t(s.slot_size) * (s.send_slots + s.recv_slots);
     s.buffer.reset(static_cast<uint8_t*>(std::aligned_alloc(4096, (s.buffer_bytes + 4095) / 4096 * 4096)));
     if (!s.buffer) return -ENOMEM;
@@ -51,8 +75,6 @@ int build_connection(verbs_instance& self, vsocket& s, rdma_cm_id* id) {
     attr.cap.max_recv_sge = 1;
     if ((rc = checked(rdma_create_qp(id, s.device->pd.get(), &attr))) != 0) return rc;
     s.qp = queue_pair(id);
-    s.send_slot_uses.assign(s.send_slots, {});
-    s.free_send_slots.clear();
     for (uint32_t slot = s.send_slots; slot-- > 0;) s.free_send_slots.push_back(slot);
     for (uint32_t slot = 0; slot < s.recv_slots; ++slot)
         if ((rc = post_receive(s, slot)) != 0) return rc;

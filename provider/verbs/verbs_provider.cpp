@@ -49,6 +49,17 @@ int validate_op(const operation* op, operation_kind kind) {
     return 0;
 }
 
+// An entry for `s` in the socket list, its owner still empty (the caller moves it in), made
+// before anything that cannot be undone: 0 or -ENOMEM.
+int reserve_socket(verbs_instance& self, vsocket* s, socket_list::iterator* out) noexcept {
+    try {
+        *out = self.sockets.emplace(s, nullptr).first;
+        return 0;
+    } catch (const std::bad_alloc&) {
+        return -ENOMEM;
+    }
+}
+
 // O_NONBLOCK on a channel's descriptor, for the event engine; 0 or a negated errno.
 int set_nonblocking(int fd) {
     const int flags = fcntl(fd, F_GETFL);
@@ -58,7 +69,7 @@ int set_nonblocking(int fd) {
 
 // --- the ops ------------------------------------------------------------------------------
 
-int verbs_create(const config& settings, const upcalls& calls, provider::instance** out) {
+int verbs_create(const config& settings, const upcalls& calls, provider::instance** out) try {
     if (out == nullptr) return -EINVAL;
     if (int rc = provider::check_config(settings)) return rc; // the same ranges as loopback
     auto self = std::make_unique<verbs_instance>(settings, calls);
@@ -69,46 +80,57 @@ int verbs_create(const config& settings, const upcalls& calls, provider::instanc
     if (int rc = self->engine->watch(self->events->fd, on_cm_events, self.get(), &self->events_watch)) return rc;
     *out = reinterpret_cast<provider::instance*>(self.release());
     return 0;
+} catch (const std::bad_alloc&) {
+    return -ENOMEM; // what was made is freed by its owners
 }
 
+// Needs no memory (docs/semantics.md, "Out of memory"): the handles are removed through the
+// socket list, what is cancelled or finished is linked through the operations, and the
+// owners' destructors only call rdma-core's destroys (which free; none allocates).
 void verbs_destroy(provider::instance* p) {
     verbs_instance* self = self_of(p);
     if (self == nullptr) return;
-    std::vector<operation*> cancelled;
+    op_queue cancelled;
     {
         std::lock_guard lock(self->mutex);
-        std::vector<socket_handle> handles;
-        self->table.for_each([&](uint64_t handle, vsocket*) { handles.push_back(handle); });
-        for (socket_handle handle : handles) self->table.remove(handle);
         for (auto& [s, owned] : self->sockets) {
+            if (s->handle != invalid_socket) self->table.remove(s->handle);
             take_pending(*s, cancelled);
             stop_connection(*s);
         }
-        for (operation* op : cancelled) op->result = -ECANCELED;
-        for (const finished_op& f : self->done) cancelled.push_back(f.op);
-        self->done.clear();
-        self->signals.clear();
+        for (operation* op = cancelled.front(); op != nullptr; op = op->provider_next) op->result = -ECANCELED;
+        while (operation* op = self->done.pop()) cancelled.push(op); // finished: their results stay
+        self->signals = 0;
         self->engine->unwatch(self->events_watch);
         for (auto& [context, device] : self->devices) self->engine->unwatch(device->watch);
     }
-    for (operation* op : cancelled) op->complete(*op);
+    while (operation* op = cancelled.pop()) op->complete(*op);
     self->sockets.clear();
     self->devices.clear();
     delete self;
 }
 
+// Everything a socket needs for its hard close is made here (the vsocket and its place in the
+// socket list), before the handle is handed out: -ENOMEM instead of a close that needs memory.
 int verbs_socket(provider::instance* p, socket_handle* out) {
     verbs_instance* self = self_of(p);
     if (self == nullptr || out == nullptr) return -EINVAL;
     std::lock_guard lock(self->mutex);
-    auto owned = std::make_unique<vsocket>(&self->destroy_logging);
+    std::unique_ptr<vsocket> owned(new (std::nothrow) vsocket(&self->destroy_logging));
+    if (!owned) return -ENOMEM;
     rdma_cm_id* id = nullptr;
     if (int rc = checked(rdma_create_id(self->events.get(), &id, owned.get(), RDMA_PS_TCP))) return rc;
     owned->id.reset(id);
-    const socket_handle handle = self->table.insert(owned.get());
-    if (handle == invalid_socket) return -EMFILE;
-    owned->handle = handle;
-    self->sockets.emplace(owned.get(), std::move(owned));
+    vsocket* s = owned.get();
+    socket_list::iterator kept;
+    if (int rc = reserve_socket(*self, s, &kept)) return rc;
+    const socket_handle handle = self->table.insert(s); // 0 when full, or without memory
+    if (handle == invalid_socket) {
+        self->sockets.erase(kept);
+        return self->table.size() >= self->settings.max_sockets ? -EMFILE : -ENOMEM;
+    }
+    kept->second = std::move(owned);
+    s->handle = handle;
     *out = handle;
     return 0;
 }

@@ -8,20 +8,26 @@ static void fail_queue(verbs_instance& self, const vsocket& s, op_queue& queue, 
     while (operation* op = queue.pop()) finish(self, s, op, code);
 }
 
-// Every operation still pending on `s`, taken out of the socket.
-void take_pending(vsocket& s, std::vector<operation*>& out) {
-    if (s.connect_op != nullptr) out.push_back(std::exchange(s.connect_op, nullptr));
-    while (operation* op = s.accepts.pop()) out.push_back(op);
-    while (operation* op = s.sends.pop()) out.push_back(op);
+// Every operation still pending on `s`, taken out of the socket into `out` (linked through
+// provider_next: a close or failure needs no memory).
+void take_pending(vsocket& s, op_queue& out) {
+    if (s.connect_op != nullptr) out.push(std::exchange(s.connect_op, nullptr));
+    while (operation* op = s.accepts.pop()) out.push(op);
+    while (operation* op = s.sends.pop()) out.push(op);
     s.send_offset = 0;
     for (auto& use : s.send_slot_uses)
-        if (use.op != nullptr) out.push_back(std::exchange(use.op, nullptr));
-    while (operation* op = s.recvs.pop()) out.push_back(op);
+        if (use.op != nullptr) out.push(std::exchange(use.op, nullptr));
+    while (operation* op = s.recvs.pop()) out.push(op);
     s.received.clear();
 }
 
+// The user hears of the failure once, through the up-call kept in the socket.
 static void signal(verbs_instance& self, vsocket& s, connection_event event, int status) {
-    if (s.handle != invalid_socket) self.signals.push_back({s.handle, event, status});
+    if (s.handle == invalid_socket || s.signal_pending) return;
+    s.signal_pending = true;
+    s.signal_event = event;
+    s.signal_status = status;
+    ++self.signals;
 }
 
 // Stops the connection: the QP goes to error (every posted request flushes) and the peer is
@@ -37,14 +43,15 @@ void fail_connection(verbs_instance& self, vsocket& s, int code, connection_even
     const bool was_connected = s.state == socket_state::connected;
     s.state = socket_state::failed;
     s.failure = code;
-    std::vector<operation*> pending;
+    op_queue pending;
     take_pending(s, pending);
-    for (operation* op : pending) finish(self, s, op, code);
+    while (operation* op = pending.pop()) finish(self, s, op, code);
     stop_connection(s);
     if (was_connected) signal(self, s, event, code);
 }
 
 void start_teardown(verbs_instance& self, vsocket& s) {
+    if (s.state == socket_state::closed) return;
     s.state = socket_state::closed;
     // Nothing on the caller's path touches the device: every buffer posted to the QP is one of
     // our own registered slots, never the user's, so the pending operations can be cancelled
@@ -53,7 +60,7 @@ void start_teardown(verbs_instance& self, vsocket& s) {
     // (Moving the QP to error here cost 200+ us on rxe: its flush events woke progress.)
     if (s.id && s.id->qp != nullptr) s.disconnect_pending = true;
     s.teardown_deadline = std::chrono::steady_clock::now() + teardown_limit;
-    self.closing.push_back(&s);
+    ++self.closing; // reap_closed finds it by its state: no list to grow
     rearm_completions(self, s);
 }
 
@@ -64,12 +71,10 @@ void start_teardown(verbs_instance& self, vsocket& s) {
 void release_device(verbs_instance& self, ibv_context* context) {
     log(self, provider::log_level::error, "verbs: device %s was removed: its sockets fail with -ENETDOWN",
         context->device != nullptr ? ibv_get_device_name(context->device) : "?");
-    std::vector<vsocket*> dead;
     for (auto& [s, owned] : self.sockets) {
         const bool on_device = (s->id && s->id->verbs == context) || (s->device && s->device->context == context);
         if (!on_device) continue;
         switch (s->state) {
-        case socket_state::closed: dead.push_back(s); continue;
         case socket_state::connecting: fail_connect(self, *s, -ENETDOWN); break;
         case socket_state::listening:
             fail_queue(self, *s, s->accepts, -ENETDOWN);
@@ -80,11 +85,16 @@ void release_device(verbs_instance& self, ibv_context* context) {
             break;
         default: break;
         }
-        std::vector<operation*> pending;
+        op_queue pending;
         take_pending(*s, pending);
-        for (operation* op : pending) finish(self, *s, op, -ENETDOWN);
-        s->state = socket_state::failed;
-        s->failure = -ENETDOWN;
+        while (operation* op = pending.pop()) finish(self, *s, op, -ENETDOWN);
+        // A closed one keeps its state: the next progress reaps it (nothing of it is left on
+        // the device), not here, where a thread delivering its last completions may hold it.
+        if (s->state != socket_state::closed) {
+            s->state = socket_state::failed;
+            s->failure = -ENETDOWN;
+        }
+        s->disconnect_pending = false;
         s->qp.reset();
         s->cq.reset();
         s->mr.reset();
@@ -93,10 +103,6 @@ void release_device(verbs_instance& self, ibv_context* context) {
         s->device = nullptr;
         s->id.reset();
     }
-    for (vsocket* s : dead) {
-        std::erase(self.closing, s);
-        self.sockets.erase(s);
-    }
     auto device = self.devices.find(context);
     if (device != self.devices.end()) {
         self.engine->unwatch(device->second->watch);
@@ -104,48 +110,64 @@ void release_device(verbs_instance& self, ibv_context* context) {
     }
 }
 
-// Destroys closed sockets whose posted requests have all flushed (or that ran out of time).
+// Destroys closed sockets whose posted requests have all flushed (or that ran out of time),
+// unless a thread is still delivering their last completions (closed from inside one).
 void reap_closed(verbs_instance& self) {
+    if (self.closing == 0) return;
     const auto now = std::chrono::steady_clock::now();
-    std::erase_if(self.closing, [&](vsocket* s) {
+    for (auto it = self.sockets.begin(); it != self.sockets.end();) {
+        vsocket* s = it->first;
+        if (s->state != socket_state::closed) {
+            ++it;
+            continue;
+        }
         if (s->disconnect_pending) {
             s->disconnect_pending = false;
             stop_connection(*s);
         }
-        if (s->posted_sends + s->posted_recvs > 0 && now < s->teardown_deadline) return false;
-        self.sockets.erase(s); // members destroy QP, CQ, MR, buffer, then the id
-        return true;
-    });
+        if ((s->posted_sends + s->posted_recvs > 0 && now < s->teardown_deadline) || s->claims > 0) {
+            ++it;
+            continue;
+        }
+        --self.closing;
+        it = self.sockets.erase(it); // members destroy QP, CQ, MR, buffer, then the id
+    }
 }
 
+// Takes the completions of socket `h` out of `done` into `out`, keeping the others' order.
+static void take_done_of(verbs_instance& self, socket_handle h, op_queue& out) {
+    op_queue kept;
+    while (operation* op = self.done.pop()) {
+        if (op->provider_word == h) out.push(op);
+        else kept.push(op);
+    }
+    self.done = kept;
+}
+
+// Needs no memory: the handle table's remove never allocates, what is cancelled or finished is
+// linked through the operations, the teardown is found by its state. rdma-core is not called.
 int verbs_close(provider::instance* p, socket_handle h) {
     verbs_instance* self = self_of(p);
     if (self == nullptr) return -EINVAL;
-    std::vector<operation*> cancelled;
-    std::vector<operation*> finished; // completed before close, not delivered yet
+    op_queue cancelled;
+    op_queue finished; // completed before close, not delivered yet
     {
         std::unique_lock lock(self->mutex);
         vsocket* s = self->table.remove(h);
         if (s == nullptr) return -ENOTSOCK;
         // Completions or up-calls of this socket taken by another thread are delivered before
         // close returns (not when close is called from inside one of them).
-        self->delivered.wait(lock, [&] {
-            auto claim = self->claims.find(h);
-            return claim == self->claims.end() || claim->second.thread == std::this_thread::get_id();
-        });
-        std::erase_if(self->done, [&](const finished_op& f) {
-            if (f.socket != h) return false;
-            finished.push_back(f.op);
-            return true;
-        });
+        const auto me = std::this_thread::get_id();
+        self->delivered.wait(lock, [&] { return s->claims == 0 || s->claim_thread == me; });
+        take_done_of(*self, h, finished);
         s->handle = invalid_socket; // no up-call for it from now on
+        if (std::exchange(s->signal_pending, false)) --self->signals;
         take_pending(*s, cancelled);
         // Connections a listener held but nobody accepted are reset.
-        for (vsocket* connection : s->ready) {
+        while (vsocket* connection = s->ready.pop_front()) {
             connection->listener = nullptr;
             start_teardown(*self, *connection);
         }
-        s->ready.clear();
         for (auto& [other, owned] : self->sockets)
             if (other->listener == s) {
                 other->listener = nullptr;
@@ -156,8 +178,8 @@ int verbs_close(provider::instance* p, socket_handle h) {
     // Progress moves the QP to error and tells the peer, on its own thread while this one
     // completes what it cancelled.
     self->engine->wake();
-    for (operation* op : finished) op->complete(*op);
-    for (operation* op : cancelled) {
+    while (operation* op = finished.pop()) op->complete(*op);
+    while (operation* op = cancelled.pop()) {
         op->result = -ECANCELED;
         op->complete(*op);
     }
