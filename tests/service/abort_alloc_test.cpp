@@ -1,86 +1,27 @@
 // SPDX-License-Identifier: MIT
-// Abort never allocates, and no close or abort needs memory: this binary replaces the global
-// operator new so that every allocation fails, on one thread while that thread's flag is set,
-// or on every thread (the service threads, the progress threads) while the global switch is
-// on. Aborts listeners, channels and a host under the flag; then aborts, closes of sockets in
-// each linger mode, their background completion and a context's destroy with no memory on any
-// thread: each completes (or says -ENOMEM), the process never ends on std::bad_alloc.
-#include <cstdlib>
-#include <new>
-
-// The replacements below pair malloc with free, which GCC cannot see through when it inlines
-// the library's deallocations.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-
+// Abort never allocates, and no close or abort needs memory: this binary links the failing
+// allocator (tests/support/failing_allocator.hpp): every allocation fails, on one thread while
+// that thread's flag is set, or on every thread (the service threads, the progress threads)
+// while the global switch is on. Aborts listeners, channels and a host under the flag; then
+// aborts, closes of sockets in each linger mode, their background completion and a context's
+// destroy with no memory on any thread: each completes (or says -ENOMEM), the process never
+// ends on std::bad_alloc.
 #include "tests/service/service_test_support.hpp"
+#include "tests/support/failing_allocator.hpp"
 #include "tests/switch/switch_test_support.hpp"
 
 using namespace sansock::svctest;
+using sansock::test::allowed_allocations;
+using sansock::test::fail_allocations;
+using sansock::test::refused;
+using sansock::test::without_memory;
+using sansock::test::without_memory_anywhere;
 
 namespace {
-thread_local bool fail_allocations = false;
-thread_local int allowed_allocations = -1; // >= 0: this thread's allocations fail once these are used
-std::atomic<bool> fail_everywhere{false}; // every thread's allocations fail
-std::atomic<int> refused{0};
-
-bool allowed() noexcept {
-    if (allowed_allocations < 0) return true;
-    if (allowed_allocations == 0) return false;
-    --allowed_allocations;
-    return true;
-}
-
-void* allocate(std::size_t n) noexcept {
-    if (fail_allocations || fail_everywhere.load(std::memory_order_relaxed) || !allowed()) {
-        refused.fetch_add(1);
-        return nullptr;
-    }
-    return std::malloc(n != 0 ? n : 1);
-}
-
-// Runs `call` with every allocation of this thread failing; returns its result.
-template <typename F>
-int without_memory(F call) {
-    fail_allocations = true;
-    const int rc = call();
-    fail_allocations = false;
-    return rc;
-}
-
 // How the other end of a connection reset under no memory sees it: the reset, or (its own
 // receive found no memory meanwhile) its own failure.
 bool lost(int64_t result) { return result == -ECONNRESET || result == -ENOMEM; }
-
-// Runs `call` with every allocation of every thread failing, and keeps them failing for
-// `after` more, while the background work the call started runs (a service thread's close, a
-// progress thread's time-out). Nothing here allocates meanwhile (no check, no thread start).
-template <typename F>
-int without_memory_anywhere(F call, milliseconds after = 300ms) {
-    fail_everywhere.store(true);
-    const int rc = call();
-    std::this_thread::sleep_for(after);
-    fail_everywhere.store(false);
-    return rc;
-}
 } // namespace
-
-void* operator new(std::size_t n) {
-    if (void* p = allocate(n)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) {
-    if (void* p = allocate(n)) return p;
-    throw std::bad_alloc();
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return allocate(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return allocate(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-// What a nothrow new-expression calls when the constructor throws (its memory is this malloc's).
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 TEST_CASE("The allocation failure switch works") {
     const int before = refused.load();
