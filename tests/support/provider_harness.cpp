@@ -2,6 +2,8 @@
 // A progress thread and waitable operations for provider tests.
 #include "tests/support/provider_harness.hpp"
 
+#include <new>
+
 namespace sansock::test {
 
 namespace {
@@ -25,6 +27,7 @@ bool waitable_operation::wait(std::chrono::milliseconds timeout) {
 
 provider_harness::provider_harness(const provider::ops& table, const provider::config& settings)
     : ops_(provider::with_defaults(table)) {
+    events_.reserve(64); // up-calls are recorded with no memory too (tests/rxe/verbs_alloc_test)
     provider::upcalls calls;
     calls.context = this;
     calls.on_connection_event = &provider_harness::on_event;
@@ -53,7 +56,11 @@ void provider_harness::on_event(void* context, provider::socket_handle s, provid
                                 int status) noexcept {
     auto* self = static_cast<provider_harness*>(context);
     std::lock_guard lock(self->events_mutex_);
-    self->events_.push_back({s, e, status});
+    try {
+        self->events_.push_back({s, e, status});
+    } catch (const std::bad_alloc&) {
+        // More than reserved, with no memory: not recorded (an up-call must not throw).
+    }
 }
 
 } // namespace sansock::test
