@@ -103,6 +103,7 @@ extern "C" int sansock_accept(sansock_socket_t h, sansock_socket_t* out, struct 
     if (s->state != socket_state::listening) return s->state == socket_state::failed ? s->failure : -EINVAL;
     stream_socket* accepted = s->ready.front();
     s->ready.pop_front();
+    refresh_fd(*s);
     accepted->listener = nullptr;
     accepted->handle = accepted->named = register_socket(accepted);
     post_accept(*s);
@@ -149,6 +150,7 @@ extern "C" int sansock_connect(sansock_socket_t h, const struct sockaddr* addres
                     std::chrono::steady_clock::now() + limit)) {
         fail_socket(*s, -ETIMEDOUT);
         hard_close(*s);
+        refresh_fd(*s);
         lock.unlock();
         run_deferred(ctx);
         return -ETIMEDOUT;

@@ -50,6 +50,7 @@ void release_handle(stream_socket& s, cancel_list& cancelled) {
     s.ctx->async_pending -= operations; // their callbacks are close's now
     unregister_socket(s.handle);
     s.handle = 0;
+    s.fd.close(); // with the handle (pollers of it wake with POLLHUP)
     for (auto& op : s.async_recvs) cancelled.push_back({op.callback, op.user, -ECANCELED});
     s.async_recvs.clear();
     for (auto& op : s.async_accepts) cancelled.push_back({op.callback, op.user, -ECANCELED});
@@ -95,6 +96,7 @@ extern "C" int sansock_shutdown(sansock_socket_t h, int how) try {
         arm_notifications(*s); // the peer's FIN_ACK and FIN come to progress
         pump_send(*s); // FIN follows the queued data
     }
+    refresh_fd(*s);
     return 0;
 } catch (...) {
     return sansock::c_error();

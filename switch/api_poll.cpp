@@ -6,8 +6,8 @@ using namespace sansock;
 using namespace sansock::sw;
 using namespace sansock::sw::api;
 
-namespace {
-short readiness(const stream_socket& s) {
+// Also what a socket's descriptor shows (switch/socket_fd.cpp).
+short sansock::sw::readiness(const stream_socket& s) {
     short events = 0;
     switch (s.state) {
     case socket_state::listening:
@@ -26,7 +26,6 @@ short readiness(const stream_socket& s) {
     if (s.pending_error != 0) events |= SANSOCK_POLLERR;
     return events;
 }
-} // namespace
 
 extern "C" int sansock_poll(struct sansock_pollfd* fds, size_t count, int timeout_ms) try {
     if (fds == nullptr || count == 0) return -EINVAL;

@@ -401,6 +401,7 @@ void on_request_done(provider::operation& op) noexcept {
             hard_close(s);
         }
     }
+    refresh_fd(s);
     ctx.changed.notify_all();
     maybe_free(s);
 }
@@ -418,6 +419,7 @@ void on_provider_event(void* c, provider::socket_handle ps, provider::connection
     } catch (const std::bad_alloc&) {
         out_of_memory(ctx, nullptr);
     }
+    refresh_fd(s);
     ctx.changed.notify_all();
     maybe_free(s);
 }
@@ -683,6 +685,7 @@ void check_timers(context& ctx) {
     for (auto& [s, due] : silent) {
         if (due.what == keepalive_due::probe) send_probe(*s, due.probes);
         else keepalive_expired(*s);
+        refresh_fd(*s);
         maybe_free(*s);
     }
     for (stream_socket* s : expired) {
@@ -693,6 +696,7 @@ void check_timers(context& ctx) {
         s->finished = true;
         fail_socket(*s, -ETIMEDOUT);
         hard_close(*s);
+        refresh_fd(*s);
         maybe_free(*s);
     }
 }

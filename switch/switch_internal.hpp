@@ -27,6 +27,7 @@
 #include "switch/context_hooks.hpp"
 #include "switch/context_layer.hpp"
 #include "switch/session_protocol.hpp"
+#include "switch/socket_fd.hpp"
 
 namespace sansock::sw {
 
@@ -150,6 +151,8 @@ struct stream_socket {
     bool closing = false;              // graceful disconnect running in the background
     time_point graceful_deadline{};
     bool finished = false;             // nothing more to do but free it
+
+    pollable_fd fd;                    // sansock_socket_fd's descriptor, made at its first call; closed with the handle
 };
 
 struct context {
@@ -313,5 +316,15 @@ void reset_on_destroy(stream_socket& s);
 // Progress is to hear of the socket's completions again (async operations, poll, queued data,
 // background close): undoes what a busy-poll left off. Lock held.
 void arm_notifications(stream_socket& s);
+
+// --- socket_fd.cpp: the socket's descriptor follows its readiness ---------------------------------
+// sansock_poll's events of the socket (api_poll.cpp). Lock held.
+short readiness(const stream_socket& s);
+void refresh_fd_slow(stream_socket& s) noexcept;
+// After anything that may change the socket's readiness (lock held): free unless the
+// application asked for its descriptor, a few syscalls only when the readiness changed.
+inline void refresh_fd(stream_socket& s) noexcept {
+    if (s.fd.is_open()) refresh_fd_slow(s);
+}
 
 } // namespace sansock::sw

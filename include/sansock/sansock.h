@@ -308,6 +308,22 @@ struct sansock_pollfd {
  * reports SANSOCK_POLLNVAL (and the call returns). */
 int sansock_poll(struct sansock_pollfd* fds, size_t count, int timeout_ms);
 
+/* A kernel descriptor for the application's own poll, select or epoll (level- or
+ * edge-triggered): readable (POLLIN) while sansock_poll would report SANSOCK_POLLIN,
+ * SANSOCK_POLLERR or SANSOCK_POLLHUP, writable (POLLOUT) while it would report SANSOCK_POLLOUT
+ * or SANSOCK_POLLERR; it never shows POLLERR or POLLHUP itself (SO_ERROR and sansock_poll give
+ * the reason). Each change to ready is an edge; data that arrives while it is readable already
+ * is none (edge-triggered callers read until -EWOULDBLOCK). Made at the first call (the same
+ * number afterwards), O_CLOEXEC, owned by the socket and closed when sansock_close releases
+ * the handle (a thread polling it wakes: POLLHUP, or POLLNVAL) or by sansock_context_destroy.
+ * It follows the socket as progress delivers: with SANSOCK_PROGRESS_MANUAL only inside the
+ * context's calls, so poll sansock_context_fd too and call sansock_progress when it is
+ * readable. The application must not read, write, shut down or close it; reading or writing
+ * it only makes it show stale readiness until the next change; a number it closed is not
+ * closed again by sansock (nor touched). -EMFILE, -ENFILE (no descriptor left; the socket is
+ * unchanged), -ENOMEM. docs/semantics.md, "A descriptor per socket". */
+int sansock_socket_fd(sansock_socket_t s);
+
 /* ---- Asynchronous (overlapped) operations ------------------------------------------------- */
 
 /* result: bytes sent or received (0 = end of stream), the accepted socket for accept, or a
