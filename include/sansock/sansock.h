@@ -185,9 +185,13 @@ int sansock_socket(sansock_context* ctx, sansock_socket_t* out);
 
 /* Every call below: -ENOTSOCK for a handle that is not (or no longer) a socket. */
 
-/* -EAFNOSUPPORT (not AF_INET), -EINVAL (short address, already bound, or the socket is not
- * fresh), -EADDRINUSE, -EADDRNOTAVAIL, -ENETDOWN (the device went away), -ENODEV (verbs: no
- * RDMA device has the address). */
+/* AF_INET (struct sockaddr_in) or AF_INET6 (struct sockaddr_in6, all 28 bytes); the first
+ * bind or connect gives the socket its family. An IPv4-mapped address (::ffff:a.b.c.d) binds
+ * its IPv4 address; :: takes IPv4 and IPv6 clients unless IPV6_V6ONLY is set (see
+ * sansock_setsockopt). -EAFNOSUPPORT (neither family, or not the socket's family),
+ * -EINVAL (address shorter than its family's sockaddr, already bound, the socket is not fresh,
+ * or an IPv4-mapped address on an IPV6_V6ONLY socket), -EADDRINUSE, -EADDRNOTAVAIL,
+ * -ENETDOWN (the device went away), -ENODEV (verbs: no RDMA device has the address). */
 int sansock_bind(sansock_socket_t s, const struct sockaddr* address, socklen_t length);
 
 /* -EDESTADDRREQ (not bound), -EINVAL (connecting, connected or failed), -ENETDOWN (the device
@@ -196,7 +200,8 @@ int sansock_listen(sansock_socket_t s, int backlog);
 
 /* Blocking: waits for a connection, at most SO_RCVTIMEO (then -EWOULDBLOCK). Nonblocking:
  * -EWOULDBLOCK if none is ready. peer may be NULL; if not, length must not be NULL, and the
- * peer's address is stored as accept(2) does (cut to *length, which is set to its full size).
+ * peer's address is stored as accept(2) does (cut to *length, which is set to its full size:
+ * 16 for AF_INET, 28 for AF_INET6; a listener of AF_INET6 gives an IPv4 peer as ::ffff:a.b.c.d).
  * -EINVAL (out NULL, peer without length, a socket that is not listening, also one whose
  * connection failed), -ECANCELED (closed by another thread, or its context destroyed, while
  * the call waited), -EMFILE (no handle left: the connection is reset), -ENETDOWN and any other
@@ -207,7 +212,9 @@ int sansock_accept(sansock_socket_t s, sansock_socket_t* out, struct sockaddr* p
  * Nonblocking: -EINPROGRESS, then the socket polls writable (SANSOCK_POLLOUT) when connected,
  * or SANSOCK_POLLERR with the reason in SO_ERROR. A negative SO_SNDTIMEO: -EINPROGRESS too.
  * -ECONNREFUSED, -ETIMEDOUT (also the 60 s bound, or SO_SNDTIMEO, passed), -EHOSTUNREACH,
- * -EISCONN, -EALREADY, -EAFNOSUPPORT, -EINVAL (short address; a listening socket),
+ * -EISCONN, -EALREADY, -EAFNOSUPPORT (neither AF_INET nor AF_INET6, or not the family the
+ * socket was bound in), -EINVAL (address shorter than its family's sockaddr; a listening
+ * socket), -ENETUNREACH (an IPv4-mapped address on an IPV6_V6ONLY socket),
  * -ECANCELED (closed by another thread, or its context destroyed, while the call waited),
  * -ENETDOWN, -ENOMEM (verbs: the connection's QP or buffer), -EPROTO (verbs: the peer's
  * handshake is not sansock's); a socket whose connect failed gives that failure again. */
@@ -253,6 +260,9 @@ int sansock_shutdown(sansock_socket_t s, int how);
  * gets a probe, which the peer's switch answers; after TCP_KEEPCNT probes TCP_KEEPINTVL
  * seconds apart have gone unanswered it fails with -ETIMEDOUT (blocked calls return it, poll
  * reports SANSOCK_POLLERR). Accepted connections take these four from their listener.
+ * IPPROTO_IPV6: IPV6_V6ONLY (int, default 0) before bind or connect (-EINVAL after): a socket
+ * on :: then takes IPv6 clients only; it makes a socket with no family yet AF_INET6; on an
+ * AF_INET socket -ENOPROTOOPT; every other IPPROTO_IPV6 option -ENOPROTOOPT.
  * -ENOPROTOOPT (unknown option or level), -EINVAL (NULL value, short length), -EFAULT is
  * never returned. */
 #define SANSOCK_SO_NONBLOCK 0x5301
@@ -269,7 +279,8 @@ int sansock_getpeername(sansock_socket_t s, struct sockaddr* address, socklen_t*
  * one above 2^31 - 1 s saturates to that). getsockname: -ENOTCONN (the socket has no
  * provider socket any more) or the failure that closed it. getpeername: -ENOTCONN (not
  * connected) or the socket's failure. Both: -EINVAL (NULL address or length); the address is
- * cut to *length, which is set to its full size. */
+ * cut to *length, which is set to its full size (16 or 28), as on Linux; an AF_INET6 socket
+ * gives an IPv4 name as ::ffff:a.b.c.d. */
 
 /* Closes the handle, as the table of docs/semantics.md section 2:
  * - SO_DONTLINGER (default): returns 0 at once; queued data is still sent, then the connection
