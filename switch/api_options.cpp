@@ -124,12 +124,12 @@ extern "C" int sansock_getsockopt(sansock_socket_t h, int level, int name, void*
         return 0;
     };
     int v = 0;
-    switch (name) {
     if (level == IPPROTO_IPV6) { // IPV6_V6ONLY only; an AF_INET socket has no IPv6 options
         if (name != IPV6_V6ONLY || s->family == AF_INET) return -ENOPROTOOPT;
         v = s->v6only;
         return put(&v, sizeof v);
     }
+    switch (name) {
     case SO_LINGER: {
         linger l{s->linger_option.l_onoff, s->linger_option.l_linger};
         return put(&l, sizeof l);
