@@ -308,9 +308,10 @@ bool busy_poll(context& ctx, std::unique_lock<std::mutex>& lock, ready_fn ready,
     if (polling) {
         // The caller is likely to poll again soon: unless it is going to sleep, or someone
         // else needs progress to hear of this socket (another waiter, async operations,
-        // queued data, a background close), progress is not woken for its completions.
+        // queued data, a background close, its descriptor in someone's poll set), progress is
+        // not woken for its completions.
         const bool quiet = became_ready && s.waiters <= 1 && s.async_recvs.empty() && s.send_queue.empty() &&
-                           !s.closing && !s.shut_write;
+                           !s.closing && !s.shut_write && !s.fd.is_open();
         lock.unlock();
         const int rc = ctx.ops.progress_socket(ctx.instance, socket,
                                                provider::poll_stop | (quiet ? provider::poll_stay_unarmed : 0));

@@ -106,6 +106,7 @@ extern "C" int sansock_socket_fd(sansock_socket_t h) try {
     if (s == nullptr) return -ENOTSOCK;
     if (!s->fd.is_open()) {
         if (int rc = s->fd.open()) return rc;
+        arm_notifications(*s); // from now on someone may wait on it: progress must hear of it
         refresh_fd_slow(*s);
     }
     return s->fd.user();

@@ -93,6 +93,17 @@ struct side {
     }
 };
 
+// What sansock_poll says of `s` (without waiting), as the descriptor should show it: readable
+// for POLLIN, POLLERR, POLLHUP; writable for POLLOUT, POLLERR.
+short as_poll_says(sansock_socket_t s) {
+    sansock_pollfd p{s, SANSOCK_POLLIN | SANSOCK_POLLOUT, 0};
+    REQUIRE(sansock_poll(&p, 1, 0) >= 0);
+    short want = 0;
+    if ((p.revents & (SANSOCK_POLLIN | SANSOCK_POLLERR | SANSOCK_POLLHUP)) != 0) want |= POLLIN;
+    if ((p.revents & (SANSOCK_POLLOUT | SANSOCK_POLLERR)) != 0) want |= POLLOUT;
+    return want;
+}
+
 const char* mode_name(bool manual) { return manual ? "manual progress" : "thread progress"; }
 
 // The client side in the mode under test, the server side always with its own thread; both on
@@ -153,6 +164,7 @@ TEST_CASE("Data arrival: POLLIN for poll, select, epoll level- and edge-triggere
             REQUIRE(send_all(c.server, "xy", 2) == 0);
             REQUIRE(p.client_side.until(fd, POLLIN | POLLOUT));
             CHECK(selects(fd) == 3);
+            CHECK(as_poll_says(c.client) == shows(fd));
             CHECK(level.wait(fd) == EPOLLIN);
             CHECK(level.wait(fd) == EPOLLIN); // level: again and again
             CHECK(edge.wait(fd) == EPOLLIN);
@@ -161,6 +173,7 @@ TEST_CASE("Data arrival: POLLIN for poll, select, epoll level- and edge-triggere
             CHECK(shows(fd) == (POLLIN | POLLOUT)); // one byte still unread
             CHECK(recv_exact(c.client, 1) == std::vector<uint8_t>{'y'});
             CHECK(shows(fd) == POLLOUT);
+            CHECK(as_poll_says(c.client) == shows(fd));
             CHECK(selects(fd) == 2);
             CHECK(level.wait(fd) == 0);
             CHECK(edge.wait(fd) == 0);
@@ -240,6 +253,7 @@ TEST_CASE("A reset makes the descriptor readable and writable; SO_ERROR says why
         REQUIRE(p.client_side.until(fd, POLLIN | POLLOUT));
         CHECK(edge.wait(fd) == (EPOLLIN | EPOLLOUT)); // the edge of POLLIN
         CHECK((shows(fd) & (POLLERR | POLLHUP)) == 0); // the descriptor cannot say these
+        CHECK(as_poll_says(c.client) == shows(fd));
         int error = 0;
         socklen_t length = sizeof error;
         CHECK(sansock_getsockopt(c.client, SOL_SOCKET, SO_ERROR, &error, &length) == 0);
@@ -274,6 +288,7 @@ TEST_CASE("A listener's descriptor is readable while a connection waits to be ac
             CHECK(edge.wait(fd) == EPOLLIN);
             CHECK(edge.wait(fd) == 0);
             CHECK(selects(fd) == 1);
+            CHECK(as_poll_says(l) == POLLIN);
             REQUIRE(set_nonblocking(l, true) == 0);
             sansock_socket_t accepted = 0;
             CHECK(sansock_accept(l, &accepted, nullptr, nullptr) == 0);
@@ -300,6 +315,7 @@ TEST_CASE("A full send buffer takes POLLOUT away; the peer reading gives it back
         CHECK(edge.wait(fd) == 0);
         const uint64_t queued = fill_until_full(c.client, true);
         CHECK(shows(fd) == 0);
+        CHECK(as_poll_says(c.client) == 0);
         CHECK(selects(fd) == 0);
         CHECK(level.wait(fd) == 0);
         CHECK(edge.wait(fd) == 0);
