@@ -62,6 +62,7 @@ extern "C" int sansock_bind(sansock_socket_t h, const struct sockaddr* address, 
     }
     if (int rc = s->ctx->ops.bind(instance, s->ps, &a.sa, address::size_of(a.sa.sa_family))) return rc;
     s->family = address->sa_family;
+    s->bound_family = a.sa.sa_family;
     s->state = socket_state::bound;
     return 0;
 } catch (...) {
@@ -137,6 +138,8 @@ extern "C" int sansock_connect(sansock_socket_t h, const struct sockaddr* addres
     case socket_state::failed: return s->failure;
     default: return -EINVAL;
     }
+    // rdma_cm connects a bound id in its own family only; loopback is held to the same.
+    if (s->bound_family != AF_UNSPEC && s->bound_family != a.sa.sa_family) return -EINVAL;
     if (int rc = start_connect(*s, &a.sa, address::size_of(a.sa.sa_family))) return rc;
     s->family = address->sa_family;
     s->state = socket_state::connecting;

@@ -133,7 +133,7 @@ void report_reset(stream_socket& s, bool sent, sansock_reset_reason reason, cons
     (sent ? ctx.stats.resets_sent : ctx.stats.resets_received)[reason] += 1;
     const int level = reason_level(reason);
     if (!log_enabled(ctx, level)) return;
-    char connection[128];
+    char connection[connection_text_size];
     describe_connection(s, connection, sizeof connection);
     log_message(ctx, level, "connection %s: reset %s: %s%s%s", connection, sent ? "sent" : "received",
                 reason_name(reason), detail != nullptr ? ": " : "", detail != nullptr ? detail : "");

@@ -108,7 +108,7 @@ void graceful_done(stream_socket& s) {
     s.finished = true;
     ++s.ctx->stats.graceful_completed;
     if (log_enabled(*s.ctx, SANSOCK_LOG_DEBUG)) {
-        char connection[128];
+        char connection[connection_text_size];
         describe_connection(s, connection, sizeof connection);
         log_message(*s.ctx, SANSOCK_LOG_DEBUG, "connection %s: closed gracefully", connection);
     }
@@ -277,7 +277,7 @@ void on_connected(stream_socket& s, provider_request& r) {
         ++s.ctx->stats.connections_opened;
         start_connection(s);
         if (log_enabled(*s.ctx, SANSOCK_LOG_DEBUG)) {
-            char connection[128];
+            char connection[connection_text_size];
             describe_connection(s, connection, sizeof connection);
             log_message(*s.ctx, SANSOCK_LOG_DEBUG, "connection %s: connected", connection);
         }
@@ -704,7 +704,7 @@ void check_timers(context& ctx) {
 void note_accepted(stream_socket& s) {
     ++s.ctx->stats.connections_accepted;
     if (log_enabled(*s.ctx, SANSOCK_LOG_DEBUG)) {
-        char connection[128];
+        char connection[connection_text_size];
         describe_connection(s, connection, sizeof connection);
         log_message(*s.ctx, SANSOCK_LOG_DEBUG, "connection %s: accepted", connection);
     }

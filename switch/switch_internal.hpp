@@ -113,6 +113,7 @@ struct stream_socket {
     // AF_INET or AF_INET6 once bound or connecting (accepted: the listener's); names are given
     // in it, an IPv4 one mapped (::ffff:a.b.c.d) on an AF_INET6 socket. IPV6_V6ONLY.
     sa_family_t family = AF_UNSPEC;
+    sa_family_t bound_family = AF_UNSPEC; // what the provider was bound in (a mapped address: AF_INET)
     bool v6only = false;
 
     // Connecting.
@@ -261,6 +262,8 @@ bool log_enabled(const context& ctx, int level);
 // The provider's log up-call (provider::upcalls::log).
 void provider_log(void* context, provider::log_level level, const char* message) noexcept;
 // "10.0.0.1:49152 -> 10.0.0.2:7000 (socket 4294967297, closed by the user)" into out.
+// Room for it: two IPv6 endpoints at their longest, a 20-digit handle and the words.
+constexpr size_t connection_text_size = 2 * address::format_size + 64;
 void describe_connection(const stream_socket& s, char* out, size_t size) noexcept;
 // The connection is reset: by us (`sent`) or to us; counted in resets_sent/resets_received
 // and logged, once per connection (a connected socket only). `detail` may be null.

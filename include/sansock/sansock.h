@@ -214,7 +214,8 @@ int sansock_accept(sansock_socket_t s, sansock_socket_t* out, struct sockaddr* p
  * -ECONNREFUSED, -ETIMEDOUT (also the 60 s bound, or SO_SNDTIMEO, passed), -EHOSTUNREACH,
  * -EISCONN, -EALREADY, -EAFNOSUPPORT (neither AF_INET nor AF_INET6, or not the family the
  * socket was bound in), -EINVAL (address shorter than its family's sockaddr; a listening
- * socket), -ENETUNREACH (an IPv4-mapped address on an IPV6_V6ONLY socket),
+ * socket; a socket bound in IPv6 connecting to an IPv4-mapped address, or the reverse, which
+ * rdma_cm refuses), -ENETUNREACH (an IPv4-mapped address on an IPV6_V6ONLY socket),
  * -ECANCELED (closed by another thread, or its context destroyed, while the call waited),
  * -ENETDOWN, -ENOMEM (verbs: the connection's QP or buffer), -EPROTO (verbs: the peer's
  * handshake is not sansock's); a socket whose connect failed gives that failure again. */

@@ -433,3 +433,41 @@ TEST_CASE("A reset message names both IPv6 addresses, [address]:port") {
     CHECK(sansock_close(l) == 0);
     CHECK(bounded("destroy", [a] { return sansock_context_destroy(a); }) == 0);
 }
+
+TEST_CASE("A bound socket connects in the family it was bound in (rdma_cm's rule, on loopback too)") {
+    watchdog guard("bound connect");
+    world w;
+    sansock_context* a = w.host();
+    sansock_context* b = w.host();
+    uint16_t port = 0;
+    const sansock_socket_t l = listener_at(b, ipv6("::", 0), &port);
+    const std::string mapped = std::string("::ffff:") + kAddress;
+    auto bound_socket = [&](const sockaddr_in6& at) {
+        sansock_socket_t s = 0;
+        REQUIRE(sansock_socket(a, &s) == 0);
+        REQUIRE(sansock_bind(s, as_sockaddr(at), sizeof at) == 0);
+        return s;
+    };
+    const sansock_socket_t on_any = bound_socket(ipv6("::", 0));
+    CHECK(connect_socket(on_any, ipv6(mapped, port)) == -EINVAL); // an IPv6 id, an IPv4 destination
+    CHECK(sansock_close(on_any) == 0);
+    const sansock_socket_t on_mapped = bound_socket(ipv6(mapped, 0));
+    CHECK(connect_socket(on_mapped, ipv6("fd00::1", port)) == -EINVAL); // an IPv4 id, an IPv6 destination
+    CHECK(sansock_close(on_mapped) == 0);
+
+    const sansock_socket_t six = bound_socket(ipv6("fd00::3", 0));
+    const uint16_t client_port = local_name(six).port();
+    REQUIRE(connect_socket(six, ipv6("fd00::1", port)) == 0);
+    sansock_socket_t server = 0;
+    name peer;
+    REQUIRE(bounded("accept", [&] { return sansock_accept(l, &server, reinterpret_cast<sockaddr*>(&peer.address), &peer.length); }) == 0);
+    CHECK(address_text(peer.address) == "fd00::3");
+    CHECK(peer.port() == client_port);
+    const sansock_socket_t on_v4 = bound_socket(ipv6(mapped, 0));
+    REQUIRE(connect_socket(on_v4, ipv6(mapped, port)) == 0); // IPv4 both: fine
+    CHECK(address_text(peer_name(on_v4).address) == mapped);
+    CHECK(sansock_close(on_v4) == 0);
+    CHECK(sansock_close(server) == 0);
+    CHECK(sansock_close(six) == 0);
+    CHECK(sansock_close(l) == 0);
+}
