@@ -36,14 +36,9 @@ void complete(lsock* s, operation* op, int64_t result) {
     signal(s->owner);
 }
 
-// With no memory for the up-call it is dropped: the socket's pending operations have failed
-// with the status already, and its later ones fail too (closes and resets never fail).
+// Never allocates: the room was made with the socket (event_queue).
 void post_event(lsock* s, connection_event event, int status) noexcept {
-    try {
-        s->owner->events.push_back({s->handle, event, status});
-    } catch (const std::bad_alloc&) {
-        return;
-    }
+    if (!s->owner->events.push({s->handle, event, status})) return;
     signal(s->owner);
 }
 
@@ -138,6 +133,7 @@ void reset_peer(lsock* s) {
 
 // Frees a socket that is in the handle table (arrived or user-visible) after detaching it.
 void free_socket(lsock* s) {
+    s->owner->events.drop(s->handle);
     s->owner->table.remove(s->handle);
     delete s;
 }
@@ -172,13 +168,10 @@ void close_locked(lsock* s, op_queue& out, std::unique_lock<std::mutex>& lock) {
     inst->done.extract(h, out);
     out.splice(s->held);
     if (s->holding) release_held(s);
-    inst->events.erase(std::remove_if(inst->events.begin(), inst->events.end(),
-                                      [h](const pending_event& e) { return e.socket == h; }),
-                       inst->events.end());
     reset_peer(s);
     reset_arrivals(s);
     release_port(s);
-    free_socket(s);
+    free_socket(s); // its queued up-calls go with it
     wait_not_delivering(inst, h, lock);
 }
 

@@ -95,9 +95,7 @@ bool deliver_one(loop_instance* inst, std::unique_lock<std::mutex>& lock) {
         inst->delivering = op->provider_word;
         lock.unlock();
         op->complete(*op);
-    } else if (!inst->events.empty()) {
-        const pending_event e = inst->events.front();
-        inst->events.pop_front();
+    } else if (pending_event e{}; inst->events.pop(e)) {
         inst->delivering = e.socket;
         lock.unlock();
         if (inst->calls.on_connection_event != nullptr)

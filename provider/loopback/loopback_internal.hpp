@@ -112,6 +112,56 @@ struct pending_event {
     int status;
 };
 
+// Up-calls waiting for progress, first in first out. A socket posts at most two in its life
+// (a reset, then device down), and room for two per socket is made when the socket is
+// (reserve_for), so posting never allocates: an up-call is never lost for want of memory
+// (its socket may have nothing pending that would tell the switch). A freed socket's up-calls
+// are dropped with it (drop), so the room reserved for the live sockets always suffices.
+class event_queue {
+public:
+    static constexpr size_t per_socket = 2;
+    // Room for `sockets` sockets' up-calls; false (nothing changed) without memory.
+    bool reserve_for(size_t sockets) noexcept {
+        try {
+            items_.reserve(per_socket * sockets);
+            return true;
+        } catch (const std::bad_alloc&) {
+            return false;
+        }
+    }
+    // False only if the reserved room is exceeded (a bug: the up-call is then dropped).
+    bool push(const pending_event& e) noexcept {
+        if (items_.size() == items_.capacity() && head_ > 0) compact();
+        if (items_.size() == items_.capacity()) return false;
+        items_.push_back(e); // within capacity: no allocation
+        return true;
+    }
+    bool pop(pending_event& out) noexcept {
+        if (empty()) return false;
+        out = items_[head_++];
+        if (head_ == items_.size()) clear();
+        return true;
+    }
+    void drop(socket_handle socket) noexcept {
+        compact();
+        std::erase_if(items_, [socket](const pending_event& e) { return e.socket == socket; });
+    }
+    size_t size() const noexcept { return items_.size() - head_; }
+    bool empty() const noexcept { return size() == 0; }
+    void clear() noexcept {
+        items_.clear();
+        head_ = 0;
+    }
+
+private:
+    void compact() noexcept {
+        items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
+        head_ = 0;
+    }
+    std::vector<pending_event> items_;
+    size_t head_ = 0;
+};
+
 
 } // namespace detail
 
@@ -134,7 +184,7 @@ struct loop_instance {
     provider::upcalls calls;
     handle_table<lsock> table;
     op_queue done;                      // completions waiting for progress
-    std::deque<pending_event> events;   // up-calls waiting for progress
+    event_queue events;                 // up-calls waiting for progress
     std::vector<lsock*> holding;        // sockets with delay_completions active
     int event_fd = -1;
     bool down = false;

@@ -55,6 +55,7 @@ int lb_socket(provider::instance* self, socket_handle* out) {
     s->owner = inst;
     std::lock_guard lock(inst->net->mutex);
     if (inst->down) return -ENETDOWN;
+    if (!inst->events.reserve_for(inst->table.size() + 1u)) return -ENOMEM;
     const socket_handle h = inst->table.insert(s.get());
     if (h == provider::invalid_socket) return -EMFILE;
     s->handle = h;
@@ -150,7 +151,8 @@ int lb_connect(provider::instance* self, socket_handle h, operation* op) {
         if (!arrival) return -ENOMEM;
         arrival->owner = listener->owner;
         arrival->accepted = false;
-        if (!allocate_window(arrival.get()) || !allocate_window(s)) {
+        if (!listener->owner->events.reserve_for(listener->owner->table.size() + 1u) ||
+            !allocate_window(arrival.get()) || !allocate_window(s)) {
             drop_window(s);
             return -ENOMEM;
         }
