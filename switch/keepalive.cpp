@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: MIT
 // Dead-peer detection, the options and the context's defaults: SO_KEEPALIVE (SOL_SOCKET) and
-// TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT (IPPROTO_TCP), as on Linux. The probes themselves
-// are the session protocol's KEEPALIVE (switch/stream_socket.cpp, docs/protocol.md 2.3).
+// TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT (IPPROTO_TCP), as on Linux; the probes (the
+// session protocol's KEEPALIVE, docs/protocol.md 2.3) and the context's timers (keepalive and
+// the graceful time-out, check_timers).
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <cstdio>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "switch/switch_internal.hpp"
 
@@ -86,6 +90,89 @@ int get_keepalive_option(const stream_socket& s, int level, int name, void* valu
     std::memcpy(value, &v, sizeof v);
     *length = sizeof v;
     return 0;
+}
+
+namespace {
+
+// Keepalive (docs/semantics.md, "Keepalive"): after `idle` seconds with nothing received, a
+// probe; one more every `interval` seconds while nothing comes; dead once `idle + count x
+// interval` seconds have passed without a byte from the peer, the probes unanswered. Measured
+// from the last bytes received, so a late check sends one probe for those it missed and the
+// connection ends on time whatever the checks' rhythm.
+struct keepalive_due {
+    enum { none, probe, dead } what = none;
+    uint32_t probes = 0; // probes that should have gone by now
+};
+
+keepalive_due keepalive_check(const stream_socket& s, time_point now) {
+    // Both FINs exchanged: nothing is left to wait for on either side (the close that follows
+    // has its own time-out).
+    if (s.state != socket_state::connected || s.ps == 0 || (s.session.fin_sent && s.session.fin_received)) return {};
+    const keepalive_settings k = keepalive_of(s);
+    if (!k.on) return {};
+    const auto silent = now - s.heard_from;
+    const auto idle = std::chrono::seconds(k.idle_s), interval = std::chrono::seconds(k.interval_s);
+    if (silent < idle) return {};
+    if (silent >= idle + interval * k.count) return {keepalive_due::dead, k.count};
+    const auto probes = static_cast<uint32_t>(1 + (silent - idle) / interval);
+    if (probes <= s.probes_unanswered) return {};
+    return {keepalive_due::probe, probes};
+}
+
+void send_probe(stream_socket& s, uint32_t probes) {
+    s.probes_unanswered = probes;
+    // Our HELLO went first, so the peer may be probed before its own HELLO has come.
+    if (int rc = send_control(s, session::message_type::keepalive, session::keepalive_probe)) {
+        // Refused: the provider has lost the connection. (Out of memory: this probe is lost;
+        // the next goes on time, and the end comes on time in any case.)
+        if (rc != -ENOMEM) on_reset(s, rc == -ENETDOWN ? rc : -ECONNRESET);
+        return;
+    }
+    ++s.session.probes_outstanding;
+    ++s.probes_sent;
+}
+
+// The peer answered none of the probes: the connection is dead (as TCP, it is reset).
+void keepalive_expired(stream_socket& s) {
+    const keepalive_settings k = keepalive_of(s);
+    char detail[160];
+    std::snprintf(detail, sizeof detail,
+                  "nothing received for %u s, %u probes %u s apart unanswered", k.idle_s + k.count * k.interval_s,
+                  s.probes_unanswered, k.interval_s);
+    report_reset(s, true, SANSOCK_RESET_KEEPALIVE_TIMEOUT, detail);
+    if (s.closing) s.finished = true;
+    fail_socket(s, -ETIMEDOUT);
+    hard_close(s);
+}
+
+} // namespace
+
+void check_timers(context& ctx) {
+    const time_point now = ctx.now();
+    std::vector<stream_socket*> expired;
+    std::vector<std::pair<stream_socket*, keepalive_due>> silent;
+    for (auto& [s, owned] : ctx.sockets) {
+        if (s->closing && !s->finished && s->ps != 0 && now >= s->graceful_deadline) expired.push_back(s);
+        else if (const keepalive_due due = keepalive_check(*s, now); due.what != keepalive_due::none)
+            silent.emplace_back(s, due);
+    }
+    for (auto& [s, due] : silent) {
+        if (due.what == keepalive_due::probe) send_probe(*s, due.probes);
+        else keepalive_expired(*s);
+        refresh_fd(*s);
+        maybe_free(*s);
+    }
+    for (stream_socket* s : expired) {
+        char detail[64];
+        std::snprintf(detail, sizeof detail, "not finished within %u ms", ctx.attr.graceful_timeout_ms);
+        report_reset(*s, true, SANSOCK_RESET_GRACEFUL_TIMEOUT, detail);
+        ++ctx.stats.graceful_timed_out;
+        s->finished = true;
+        fail_socket(*s, -ETIMEDOUT);
+        hard_close(*s);
+        refresh_fd(*s);
+        maybe_free(*s);
+    }
 }
 
 } // namespace sansock::sw

@@ -47,6 +47,8 @@ void queue_callback(stream_socket& s, sansock_callback callback, void* user, int
     --s.ctx->async_pending;
 }
 
+} // namespace
+
 int send_control(stream_socket& s, session::message_type type, uint32_t value) {
     if (s.ps == 0) return -ENOTCONN;
     provider_request* r = new_request(s, provider::operation_kind::send);
@@ -66,7 +68,8 @@ int send_control(stream_socket& s, session::message_type type, uint32_t value) {
     return send_request(s, r);
 }
 
-void on_reset(stream_socket& s, int code);
+namespace {
+
 
 void post_recv(stream_socket& s) {
     if (s.ps == 0 || s.state != socket_state::connected || s.recv_request != nullptr || s.ctx->stopping) return;
@@ -120,6 +123,8 @@ sansock_reset_reason received_reason(int code) {
     return code == -ENETDOWN ? SANSOCK_RESET_NETWORK_DOWN : SANSOCK_RESET_PEER;
 }
 
+} // namespace
+
 // The peer's provider socket closed, or the connection was lost.
 void on_reset(stream_socket& s, int code) {
     if (s.session.fin_received && s.session.fin_sent) {
@@ -133,6 +138,8 @@ void on_reset(stream_socket& s, int code) {
     // The provider socket is dead: closed now if the user has let go, else at the user's close.
     if (s.handle == 0) hard_close(s);
 }
+
+namespace {
 
 // What a connection holds for received data is bounded by its window plus a constant
 // (receive_memory_slack, docs/protocol.md 2.2), whatever the sizes of the peer's frames: a
@@ -615,89 +622,6 @@ void finish_graceful_if_done(stream_socket& s) {
     if (s.closing && !s.finished && s.session.fin_ack_received && s.session.fin_received) {
         graceful_done(s);
         hard_close(s); // the hard close after a completed graceful disconnect finds nothing pending
-    }
-}
-
-namespace {
-
-// Keepalive (docs/semantics.md, "Keepalive"): after `idle` seconds with nothing received, a
-// probe; one more every `interval` seconds while nothing comes; dead once `idle + count x
-// interval` seconds have passed without a byte from the peer, the probes unanswered. Measured
-// from the last bytes received, so a late check sends one probe for those it missed and the
-// connection ends on time whatever the checks' rhythm.
-struct keepalive_due {
-    enum { none, probe, dead } what = none;
-    uint32_t probes = 0; // probes that should have gone by now
-};
-
-keepalive_due keepalive_check(const stream_socket& s, time_point now) {
-    // Both FINs exchanged: nothing is left to wait for on either side (the close that follows
-    // has its own time-out).
-    if (s.state != socket_state::connected || s.ps == 0 || (s.session.fin_sent && s.session.fin_received)) return {};
-    const keepalive_settings k = keepalive_of(s);
-    if (!k.on) return {};
-    const auto silent = now - s.heard_from;
-    const auto idle = std::chrono::seconds(k.idle_s), interval = std::chrono::seconds(k.interval_s);
-    if (silent < idle) return {};
-    if (silent >= idle + interval * k.count) return {keepalive_due::dead, k.count};
-    const auto probes = static_cast<uint32_t>(1 + (silent - idle) / interval);
-    if (probes <= s.probes_unanswered) return {};
-    return {keepalive_due::probe, probes};
-}
-
-void send_probe(stream_socket& s, uint32_t probes) {
-    s.probes_unanswered = probes;
-    // Our HELLO went first, so the peer may be probed before its own HELLO has come.
-    if (int rc = send_control(s, session::message_type::keepalive, session::keepalive_probe)) {
-        // Refused: the provider has lost the connection. (Out of memory: this probe is lost;
-        // the next goes on time, and the end comes on time in any case.)
-        if (rc != -ENOMEM) on_reset(s, rc == -ENETDOWN ? rc : -ECONNRESET);
-        return;
-    }
-    ++s.session.probes_outstanding;
-    ++s.probes_sent;
-}
-
-// The peer answered none of the probes: the connection is dead (as TCP, it is reset).
-void keepalive_expired(stream_socket& s) {
-    const keepalive_settings k = keepalive_of(s);
-    char detail[160];
-    std::snprintf(detail, sizeof detail,
-                  "nothing received for %u s, %u probes %u s apart unanswered", k.idle_s + k.count * k.interval_s,
-                  s.probes_unanswered, k.interval_s);
-    report_reset(s, true, SANSOCK_RESET_KEEPALIVE_TIMEOUT, detail);
-    if (s.closing) s.finished = true;
-    fail_socket(s, -ETIMEDOUT);
-    hard_close(s);
-}
-
-} // namespace
-
-void check_timers(context& ctx) {
-    const time_point now = ctx.now();
-    std::vector<stream_socket*> expired;
-    std::vector<std::pair<stream_socket*, keepalive_due>> silent;
-    for (auto& [s, owned] : ctx.sockets) {
-        if (s->closing && !s->finished && s->ps != 0 && now >= s->graceful_deadline) expired.push_back(s);
-        else if (const keepalive_due due = keepalive_check(*s, now); due.what != keepalive_due::none)
-            silent.emplace_back(s, due);
-    }
-    for (auto& [s, due] : silent) {
-        if (due.what == keepalive_due::probe) send_probe(*s, due.probes);
-        else keepalive_expired(*s);
-        refresh_fd(*s);
-        maybe_free(*s);
-    }
-    for (stream_socket* s : expired) {
-        char detail[64];
-        std::snprintf(detail, sizeof detail, "not finished within %u ms", ctx.attr.graceful_timeout_ms);
-        report_reset(*s, true, SANSOCK_RESET_GRACEFUL_TIMEOUT, detail);
-        ++ctx.stats.graceful_timed_out;
-        s->finished = true;
-        fail_socket(*s, -ETIMEDOUT);
-        hard_close(*s);
-        refresh_fd(*s);
-        maybe_free(*s);
     }
 }
 

@@ -300,6 +300,12 @@ int get_keepalive_option(const stream_socket& s, int level, int name, void* valu
 // --- stream_socket.cpp ---------------------------------------------------------------------------
 void on_provider_event(void* context, provider::socket_handle ps, provider::connection_event event, int status) noexcept;
 void check_timers(context& ctx);
+// A control message (CREDIT, FIN, FIN_ACK, KEEPALIVE) of `type` with `value`: 0, or -ENOMEM,
+// -ENOTCONN, or the provider's refusal.
+int send_control(stream_socket& s, session::message_type type, uint32_t value);
+// The provider socket was reset or lost (`code`): the socket fails, unless both directions had
+// already ended gracefully.
+void on_reset(stream_socket& s, int code);
 void start_connection(stream_socket& s);   // connected: HELLO, first receive
 int post_accept(stream_socket& s);
 int start_connect(stream_socket& s, const sockaddr* address, socklen_t length);
