@@ -151,17 +151,6 @@ switch_pair connect_switch(sansock_context* client, sansock_socket_t l, const st
     return p;
 }
 
-// An async callback's result, recorded without allocating.
-struct noted {
-    std::atomic<int> calls{0};
-    std::atomic<int64_t> result{0};
-    static void run(void* user, int64_t result) {
-        auto* self = static_cast<noted*>(user);
-        self->result.store(result);
-        self->calls.fetch_add(1);
-    }
-};
-
 ssize_t recv_until_end(sansock_socket_t s) {
     char buffer[4096];
     for (;;) {

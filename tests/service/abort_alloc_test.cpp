@@ -205,17 +205,7 @@ TEST_CASE("Service host abort and close with no memory on any thread") {
 namespace {
 
 namespace sw = sansock::switchtest;
-
-// An async callback's result, recorded without allocating.
-struct noted {
-    std::atomic<int> calls{0};
-    std::atomic<int64_t> result{0};
-    static void run(void* user, int64_t result) {
-        auto* self = static_cast<noted*>(user);
-        self->result.store(result);
-        self->calls.fetch_add(1);
-    }
-};
+using sansock::test::noted;
 
 ssize_t recv_until_end(sansock_socket_t s) {
     return bounded("recv to the end", [s] {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <chrono>
 #include <thread>
 
@@ -38,5 +39,16 @@ auto without_memory_anywhere(F call, std::chrono::milliseconds after = std::chro
     fail_everywhere.store(false);
     return rc;
 }
+
+// An async callback's result, recorded without allocating.
+struct noted {
+    std::atomic<int> calls{0};
+    std::atomic<int64_t> result{0};
+    static void run(void* user, int64_t result) {
+        auto* self = static_cast<noted*>(user);
+        self->result.store(result);
+        self->calls.fetch_add(1);
+    }
+};
 
 } // namespace sansock::test
