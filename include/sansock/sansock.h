@@ -166,6 +166,15 @@ struct sansock_context_stats {
  * left as it was). -EINVAL (NULL, size too small for the first counter). */
 int sansock_context_stats(sansock_context* ctx, struct sansock_context_stats* out);
 
+/* Waits until no socket of the context is closing gracefully in the background (each ended
+ * with both FINs exchanged, or was reset by the graceful time-out), at most timeout_ms (0:
+ * check; -1: the context's graceful time-out and a second, by which every close begun before
+ * the call has ended). For a program that closed its sockets and is about to destroy the
+ * context or exit: sansock_context_destroy resets what is still closing. 0, -ETIMEDOUT (some
+ * still closing), -EBUSY (called from a callback of the context, or from its progress
+ * thread). */
+int sansock_context_drain(sansock_context* ctx, int timeout_ms);
+
 /* Manual progress: a descriptor that polls readable when sansock_progress has work, and the
  * call that does it (waits at most timeout_ms; 0 does not wait). Returns the number of events
  * handled. -EBADFD if the context makes progress by its own thread. */
