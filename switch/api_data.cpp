@@ -23,6 +23,22 @@ constexpr int recv_flags = MSG_PEEK | MSG_WAITALL | MSG_DONTWAIT;
 // close or destroy never needs memory.
 void reserve_callback(context& ctx) { ctx.callbacks.reserve(ctx.callbacks.size() + ctx.async_pending + 1); }
 
+// What sansock_send_async and sansock_recv_async check before they queue: the handle's socket
+// (locked into `lock`, set in `out`), the arguments, a connected socket (for a send, not shut for
+// writing), then the room for the callback (reserve_callback). 0, or the call's error.
+int async_data_call(sansock_socket_t h, socket_call& lock, const void* buffer, size_t length, sansock_callback callback,
+                    bool sending, stream_socket*& out) {
+    stream_socket* s = lock_socket(h, lock);
+    if (s == nullptr) return -ENOTSOCK;
+    if (buffer == nullptr || length == 0 || length > max_count || callback == nullptr) return -EINVAL;
+    if (s->state == socket_state::failed) return s->failure;
+    if (s->state != socket_state::connected) return -ENOTCONN;
+    if (sending && s->shut_write) return -EPIPE;
+    reserve_callback(*s->ctx);
+    out = s;
+    return 0;
+}
+
 // Copies up to `length` received bytes without consuming them (MSG_PEEK).
 size_t peek_received(const stream_socket& s, uint8_t* out, size_t length) {
     size_t copied = 0;
@@ -136,14 +152,9 @@ extern "C" ssize_t sansock_recv(sansock_socket_t h, void* buffer, size_t length,
 
 extern "C" int sansock_send_async(sansock_socket_t h, const void* buffer, size_t length, sansock_callback callback, void* user) try {
     socket_call lock;
-    stream_socket* s = lock_socket(h, lock);
-    if (s == nullptr) return -ENOTSOCK;
-    if (buffer == nullptr || length == 0 || length > max_count || callback == nullptr) return -EINVAL;
+    stream_socket* s = nullptr;
+    if (const int rc = async_data_call(h, lock, buffer, length, callback, true, s)) return rc;
     wake_on_exit deferred{s->ctx, lock};
-    if (s->state == socket_state::failed) return s->failure;
-    if (s->state != socket_state::connected) return -ENOTCONN;
-    if (s->shut_write) return -EPIPE;
-    reserve_callback(*s->ctx);
     send_chunk chunk;
     chunk.external = static_cast<const uint8_t*>(buffer);
     chunk.length = length;
@@ -161,13 +172,9 @@ extern "C" int sansock_send_async(sansock_socket_t h, const void* buffer, size_t
 
 extern "C" int sansock_recv_async(sansock_socket_t h, void* buffer, size_t length, sansock_callback callback, void* user) try {
     socket_call lock;
-    stream_socket* s = lock_socket(h, lock);
-    if (s == nullptr) return -ENOTSOCK;
-    if (buffer == nullptr || length == 0 || length > max_count || callback == nullptr) return -EINVAL;
+    stream_socket* s = nullptr;
+    if (const int rc = async_data_call(h, lock, buffer, length, callback, false, s)) return rc;
     wake_on_exit deferred{s->ctx, lock};
-    if (s->state == socket_state::failed) return s->failure;
-    if (s->state != socket_state::connected) return -ENOTCONN;
-    reserve_callback(*s->ctx);
     s->async_recvs.push_back(
         user_operation{user_operation::kind::recv, static_cast<uint8_t*>(buffer), length, callback, user});
     ++s->ctx->async_pending;
