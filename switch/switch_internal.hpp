@@ -297,7 +297,7 @@ inline constexpr int not_a_keepalive_option = 1;
 int set_keepalive_option(stream_socket& s, int level, int name, const void* value, socklen_t length);
 int get_keepalive_option(const stream_socket& s, int level, int name, void* value, socklen_t* length);
 
-// --- stream_socket.cpp ---------------------------------------------------------------------------
+// --- stream_socket.cpp, stream_requests.cpp, stream_data.cpp (and stream_internal.hpp) -----------
 void on_provider_event(void* context, provider::socket_handle ps, provider::connection_event event, int status) noexcept;
 void check_timers(context& ctx);
 // A control message (CREDIT, FIN, FIN_ACK, KEEPALIVE) of `type` with `value`: 0, or -ENOMEM,
