@@ -102,11 +102,7 @@ extern "C" int sansock_accept(sansock_socket_t h, sansock_socket_t* out, struct 
     }
     if (s->handle != h) return -ECANCELED; // closed by another thread while we waited
     if (s->state != socket_state::listening) return s->state == socket_state::failed ? s->failure : -EINVAL;
-    stream_socket* accepted = s->ready.front();
-    s->ready.pop_front();
-    refresh_fd(*s);
-    accepted->listener = nullptr;
-    accepted->handle = accepted->named = register_socket(accepted);
+    stream_socket* accepted = &take_ready(*s);
     post_accept(*s);
     if (accepted->handle == 0) {
         hard_close(*accepted);
@@ -153,7 +149,6 @@ extern "C" int sansock_connect(sansock_socket_t h, const struct sockaddr* addres
                     std::chrono::steady_clock::now() + limit)) {
         fail_socket(*s, -ETIMEDOUT);
         hard_close(*s);
-        refresh_fd(*s);
         lock.unlock();
         run_deferred(ctx);
         return -ETIMEDOUT;

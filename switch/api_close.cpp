@@ -96,7 +96,6 @@ extern "C" int sansock_shutdown(sansock_socket_t h, int how) try {
         arm_notifications(*s); // the peer's FIN_ACK and FIN come to progress
         pump_send(*s); // FIN follows the queued data
     }
-    refresh_fd(*s);
     return 0;
 } catch (...) {
     return sansock::c_error();

@@ -96,7 +96,6 @@ extern "C" ssize_t sansock_send(sansock_socket_t h, const void* buffer, size_t l
         rest.external = nullptr;
     }
     if (!s->send_queue.empty()) arm_notifications(*s); // progress pumps the rest as credit comes
-    refresh_fd(*s);
     return static_cast<ssize_t>(n);
 } catch (...) {
     return sansock::c_error();
@@ -131,7 +130,6 @@ extern "C" ssize_t sansock_recv(sansock_socket_t h, void* buffer, size_t length,
                 return static_cast<ssize_t>(peek_received(*s, out, length));
         } else {
             copied += take_received(*s, out + copied, length - copied);
-            refresh_fd(*s);
             if (copied == length || (copied > 0 && !wait_all) || ended) return static_cast<ssize_t>(copied);
         }
         // What was copied is returned first; an error comes at the next call (as POSIX).
@@ -164,7 +162,6 @@ extern "C" int sansock_send_async(sansock_socket_t h, const void* buffer, size_t
     s->send_queued += length;
     arm_notifications(*s);
     pump_send(*s);
-    refresh_fd(*s);
     return 0;
 } catch (...) {
     return sansock::c_error();
@@ -180,7 +177,6 @@ extern "C" int sansock_recv_async(sansock_socket_t h, void* buffer, size_t lengt
     ++s->ctx->async_pending;
     arm_notifications(*s);
     deliver_async(*s);
-    refresh_fd(*s);
     return 0;
 } catch (...) {
     return sansock::c_error();
@@ -198,7 +194,6 @@ extern "C" int sansock_accept_async(sansock_socket_t h, sansock_callback callbac
     s->async_accepts.push_back(user_operation{user_operation::kind::accept, nullptr, 0, callback, user});
     ++s->ctx->async_pending;
     deliver_async(*s);
-    refresh_fd(*s);
     return 0;
 } catch (...) {
     return sansock::c_error();

@@ -93,8 +93,7 @@ extern "C" int sansock_setsockopt(sansock_socket_t h, int level, int name, const
         if (int rc = as_int(v)) return rc;
         if (v <= 0) return -EINVAL;
         s->send_buffer_limit = static_cast<size_t>(v);
-        refresh_fd(*s);
-        s->ctx->changed.notify_all();
+        socket_changed(*s);
         return 0;
     case SO_RCVBUF:
         if (int rc = as_int(v)) return rc;

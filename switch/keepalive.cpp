@@ -159,7 +159,6 @@ void check_timers(context& ctx) {
     for (auto& [s, due] : silent) {
         if (due.what == keepalive_due::probe) send_probe(*s, due.probes);
         else keepalive_expired(*s);
-        refresh_fd(*s);
         maybe_free(*s);
     }
     for (stream_socket* s : expired) {
@@ -170,7 +169,6 @@ void check_timers(context& ctx) {
         s->finished = true;
         fail_socket(*s, -ETIMEDOUT);
         hard_close(*s);
-        refresh_fd(*s);
         maybe_free(*s);
     }
 }

@@ -170,8 +170,11 @@ void parse_frames(stream_socket& s) {
     }
 }
 
-void pump_send(stream_socket& s) {
-    if (s.state != socket_state::connected || s.ps == 0 || !s.session.hello_received) return;
+namespace {
+
+// DATA frames from the send queue as long as the peer's credit allows: false when the
+// provider refused one and the connection failed.
+bool send_frames(stream_socket& s) {
     while (!s.send_queue.empty() && s.session.peer_credit > 0) {
         // Whole frames of 64 KiB (header included) split into whole provider slots; a full
         // 64 KiB payload would cost one more message for its last 16 bytes.
@@ -213,14 +216,22 @@ void pump_send(stream_socket& s) {
             report_reset(s, false, received_reason(rc));
             fail_socket(s, rc == -ENETDOWN ? rc : -ECONNRESET);
             hard_close(s);
-            return;
+            return false;
         }
         s.ctx->stats.bytes_sent += n;
     }
-    if (s.shut_write && s.send_queue.empty() && !s.session.fin_sent) {
+    return true;
+}
+
+} // namespace
+
+void pump_send(stream_socket& s) {
+    // What the caller queued or shut is published also when nothing can go yet (before HELLO).
+    if (s.state == socket_state::connected && s.ps != 0 && s.session.hello_received && send_frames(s) &&
+        s.shut_write && s.send_queue.empty() && !s.session.fin_sent) {
         if (send_control(s, session::message_type::fin, 0) == 0) s.session.fin_sent = true;
     }
-    s.ctx->changed.notify_all();
+    socket_changed(s);
 }
 
 size_t readable_bytes(const stream_socket& s) { return s.received_bytes; }
@@ -242,20 +253,17 @@ size_t take_received(stream_socket& s, uint8_t* out, size_t length) {
     s.received_bytes -= copied;
     s.consumed_uncredited += static_cast<uint32_t>(copied);
     return_credit(s);
+    socket_changed(s);
     return copied;
 }
 
 void deliver_async(stream_socket& s) {
-    context& ctx = *s.ctx;
     while (!s.async_accepts.empty() && !s.ready.empty()) {
-        stream_socket* accepted = s.ready.front();
-        s.ready.pop_front();
-        accepted->listener = nullptr;
-        accepted->handle = accepted->named = register_socket(accepted);
-        if (accepted->handle != 0) note_accepted(*accepted);
+        stream_socket& accepted = take_ready(s);
+        if (accepted.handle != 0) note_accepted(accepted);
         const user_operation op = s.async_accepts.front();
         s.async_accepts.pop_front();
-        queue_callback(s, op.callback, op.user, accepted->handle != 0 ? static_cast<int64_t>(accepted->handle) : -EMFILE);
+        queue_callback(s, op.callback, op.user, accepted.handle != 0 ? static_cast<int64_t>(accepted.handle) : -EMFILE);
         post_accept(s);
     }
     while (!s.async_recvs.empty()) {
@@ -268,7 +276,7 @@ void deliver_async(stream_socket& s) {
         queue_callback(s, op.callback, op.user, result);
         s.async_recvs.pop_front();
     }
-    ctx.changed.notify_all();
+    socket_changed(s);
 }
 
 } // namespace sansock::sw

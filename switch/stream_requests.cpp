@@ -240,8 +240,7 @@ void on_request_done(provider::operation& op) noexcept {
             hard_close(s);
         }
     }
-    refresh_fd(s);
-    ctx.changed.notify_all();
+    socket_changed(s);
     maybe_free(s);
 }
 
@@ -258,8 +257,7 @@ void on_provider_event(void* c, provider::socket_handle ps, provider::connection
     } catch (const std::bad_alloc&) {
         out_of_memory(ctx, nullptr);
     }
-    refresh_fd(s);
-    ctx.changed.notify_all();
+    socket_changed(s);
     maybe_free(s);
 }
 

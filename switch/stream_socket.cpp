@@ -76,7 +76,7 @@ void fail_socket(stream_socket& s, int code) {
     s.received.clear();
     s.received_bytes = 0;
     cancel_user_operations(s, code);
-    s.ctx->changed.notify_all();
+    socket_changed(s);
 }
 
 void cancel_user_operations(stream_socket& s, int code) {
@@ -103,7 +103,7 @@ void hard_close(stream_socket& s) {
         hard_close(*connection);
     }
     s.ready.clear();
-    s.ctx->changed.notify_all();
+    socket_changed(s);
 }
 
 void finish_graceful_if_done(stream_socket& s) {
@@ -111,6 +111,15 @@ void finish_graceful_if_done(stream_socket& s) {
         graceful_done(s);
         hard_close(s); // the hard close after a completed graceful disconnect finds nothing pending
     }
+}
+
+stream_socket& take_ready(stream_socket& listener) {
+    stream_socket& accepted = *listener.ready.front();
+    listener.ready.pop_front();
+    accepted.listener = nullptr;
+    accepted.handle = accepted.named = register_socket(&accepted);
+    socket_changed(listener);
+    return accepted;
 }
 
 void note_accepted(stream_socket& s) {

@@ -318,6 +318,9 @@ size_t take_received(stream_socket& s, uint8_t* out, size_t length);
 void finish_graceful_if_done(stream_socket& s);
 void fail_socket(stream_socket& s, int code);
 void deliver_async(stream_socket& s);
+// The first connection in a listener's queue, out of it and given a handle (0 when none is
+// left: -EMFILE); the listener's change published.
+stream_socket& take_ready(stream_socket& listener);
 // A connection was handed to the user (its handle is set): counted, logged.
 void note_accepted(stream_socket& s);
 // The context is destroyed with `s` open: its connection, if it is still live, is reset.
@@ -330,10 +333,15 @@ void arm_notifications(stream_socket& s);
 // sansock_poll's events of the socket (api_poll.cpp). Lock held.
 short readiness(const stream_socket& s);
 void refresh_fd_slow(stream_socket& s) noexcept;
-// After anything that may change the socket's readiness (lock held): free unless the
-// application asked for its descriptor, a few syscalls only when the readiness changed.
-inline void refresh_fd(stream_socket& s) noexcept {
+// The one place where a change of a socket's state is published (lock held): the context's
+// waiters wake (blocked calls, sansock_poll), and the socket's descriptor shows its readiness
+// (free unless the application asked for the descriptor; a few syscalls only when the
+// readiness changed). Whatever changes what sansock_poll would report of a socket calls this,
+// through the functions that change it: pump_send, take_received, deliver_async,
+// take_ready, fail_socket, hard_close, and the completion routines and up-calls.
+inline void socket_changed(stream_socket& s) noexcept {
     if (s.fd.is_open()) refresh_fd_slow(s);
+    s.ctx->changed.notify_all();
 }
 
 } // namespace sansock::sw
