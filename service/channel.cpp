@@ -248,13 +248,6 @@ bool channel_quiet(const sansock_channel& c) {
            task_idle(c.deliver) && c.io_outstanding == 0 && c.sending == 0 && c.receiving == 0 && !c.close_timer.armed;
 }
 
-int validate_inet(const sockaddr* address, socklen_t length) {
-    if (address == nullptr || length < static_cast<socklen_t>(sizeof(sa_family_t))) return -EINVAL;
-    if (address->sa_family != AF_INET) return -EAFNOSUPPORT;
-    if (length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
-    return 0;
-}
-
 // The end of an open (lock held): OPEN, or CREATED with the socket to close.
 int complete_open(sansock_channel& c, int rc, sansock_socket_t* to_close) {
     if (rc == 0 && c.abort_requested) rc = -ECANCELED;
@@ -275,10 +268,10 @@ int complete_open(sansock_channel& c, int rc, sansock_socket_t* to_close) {
 // while sansock_connect blocks on it frees the socket under that thread, so the connect is
 // nonblocking and this thread polls it in slices of 50 ms, checking for abort in between; the
 // socket is closed by this thread only.
-int connect_abortable(sansock_channel& c, sansock_socket_t s, const sockaddr_in& to) {
+int connect_abortable(sansock_channel& c, sansock_socket_t s, const sansock::socket_address& to) {
     int on = 1;
     int rc = sansock_setsockopt(s, SOL_SOCKET, SANSOCK_SO_NONBLOCK, &on, sizeof on);
-    if (rc == 0) rc = sansock_connect(s, reinterpret_cast<const sockaddr*>(&to), sizeof to);
+    if (rc == 0) rc = sansock_connect(s, &to.sa, sansock::address::size_of(to.sa.sa_family));
     const auto deadline = clock::now() + std::chrono::seconds(60);
     while (rc == -EINPROGRESS) {
         {
@@ -304,7 +297,7 @@ int connect_abortable(sansock_channel& c, sansock_socket_t s, const sockaddr_in&
     return rc;
 }
 
-void run_open(sansock_channel* c, sansock_socket_t s, sockaddr_in to) {
+void run_open(sansock_channel* c, sansock_socket_t s, sansock::socket_address to) {
     const int rc = connect_abortable(*c, s, to);
     sansock_socket_t to_close = 0;
     {
@@ -436,9 +429,8 @@ extern "C" int sansock_channel_create(sansock_context* ctx, const struct sansock
 extern "C" int sansock_channel_open(sansock_channel* c, const struct sockaddr* address, socklen_t length,
                                     const struct sansock_async_context* async) try {
     if (c == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
-    if (int rc = validate_inet(address, length)) return rc;
-    sockaddr_in to{};
-    std::memcpy(&to, address, sizeof to);
+    sansock::socket_address to{};
+    if (int rc = take_address(address, length, &to)) return rc;
     lock_t lock(c->engine->mutex);
     if (c->state != SANSOCK_CHANNEL_CREATED) return -EBADFD;
     if (c->opener.joinable()) { // the previous async open's thread has finished its work

@@ -225,6 +225,21 @@ int finish_at_once(completion& c, int result) {
 
 bool has_progress_thread(sansock_context* ctx) { return sansock_context_fd(ctx) == -EBADFD; }
 
+int take_address(const sockaddr* address, socklen_t length, sansock::socket_address* out) {
+    if (int rc = sansock::address::validate(address, length)) return rc;
+    *out = {};
+    std::memcpy(out, address, sansock::address::size_of(address->sa_family));
+    return 0;
+}
+
+int give_address(const sansock::socket_address& a, sockaddr* out, socklen_t* length) {
+    const socklen_t size = sansock::address::size_of(a.sa.sa_family);
+    if (*length < size) return -EINVAL;
+    std::memcpy(out, &a, size);
+    *length = size;
+    return 0;
+}
+
 void close_socket(sansock_socket_t s, bool hard) {
     if (s == 0) return;
     if (hard) {
@@ -315,13 +330,6 @@ void run_cleanup(service_engine&, task& t, lock_t& lock) {
     l.cleanup_pending = false;
     t.running = false;
     check_closed(l);
-}
-
-int validate_inet(const sockaddr* address, socklen_t length) {
-    if (address == nullptr || length < static_cast<socklen_t>(sizeof(sa_family_t))) return -EINVAL;
-    if (address->sa_family != AF_INET) return -EAFNOSUPPORT;
-    if (length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
-    return 0;
 }
 
 } // namespace
@@ -421,7 +429,8 @@ extern "C" int sansock_listener_create(sansock_context* ctx, const struct sansoc
 extern "C" int sansock_listener_open(sansock_listener* l, const struct sockaddr* address, socklen_t length,
                                      const struct sansock_async_context* async) try {
     if (l == nullptr || (async != nullptr && async->callback == nullptr)) return -EINVAL;
-    if (int rc = validate_inet(address, length)) return rc;
+    sansock::socket_address at{};
+    if (int rc = take_address(address, length, &at)) return rc;
     lock_t lock(l->engine->mutex);
     if (l->state != SANSOCK_LISTENER_CREATED) return -EBADFD;
     l->state = SANSOCK_LISTENER_OPENING;
@@ -431,13 +440,13 @@ extern "C" int sansock_listener_open(sansock_listener* l, const struct sockaddr*
     lock.unlock();
 
     sansock_socket_t s = 0;
-    sockaddr_in bound{};
+    sansock::socket_address bound{};
     int rc = sansock_socket(l->ctx, &s);
-    if (rc == 0) rc = sansock_bind(s, address, length);
+    if (rc == 0) rc = sansock_bind(s, &at.sa, sansock::address::size_of(at.sa.sa_family));
     if (rc == 0) rc = sansock_listen(s, l->backlog);
     if (rc == 0) {
         socklen_t n = sizeof bound;
-        rc = sansock_getsockname(s, reinterpret_cast<sockaddr*>(&bound), &n);
+        rc = sansock_getsockname(s, &bound.sa, &n);
     }
 
     lock.lock();
@@ -560,10 +569,7 @@ extern "C" int sansock_listener_address(sansock_listener* l, struct sockaddr* ad
     if (l == nullptr || address == nullptr || length == nullptr) return -EINVAL;
     lock_t lock(l->engine->mutex);
     if (!l->address_known) return -EBADFD;
-    if (*length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
-    std::memcpy(address, &l->address, sizeof(sockaddr_in));
-    *length = sizeof(sockaddr_in);
-    return 0;
+    return give_address(l->address, address, length);
 } catch (...) {
     return sansock::c_error();
 }

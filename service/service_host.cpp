@@ -98,8 +98,7 @@ void release_parts(sansock_service_host& h, lock_t& lock) {
 }
 
 int validate_endpoint(const sansock_service_endpoint& e) {
-    if (e.address == nullptr || e.address_length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
-    if (e.address->sa_family != AF_INET) return -EAFNOSUPPORT;
+    if (int rc = sansock::address::validate(e.address, e.address_length)) return rc;
     if (e.kind != SANSOCK_CHANNEL_SESSION && e.kind != SANSOCK_CHANNEL_NONSESSION) return -EINVAL;
     return 0;
 }
@@ -134,7 +133,7 @@ extern "C" int sansock_service_host_create(sansock_context* ctx, const struct sa
         h->user_state = attr->state;
         h->endpoints.resize(count);
         for (size_t i = 0; i < count; ++i) {
-            std::memcpy(&h->endpoints[i].address, endpoints[i].address, sizeof(sockaddr_in));
+            take_address(endpoints[i].address, endpoints[i].address_length, &h->endpoints[i].address); // checked above
             h->endpoints[i].kind = static_cast<sansock_channel_kind>(endpoints[i].kind);
         }
         h->close_timer.fire = on_host_timer;
@@ -155,7 +154,7 @@ extern "C" int sansock_service_host_open(sansock_service_host* h, const struct s
     if (h->state != SANSOCK_HOST_CREATED) return -EBADFD;
     // Allocated before the state changes: -ENOMEM leaves the host CREATED.
     std::vector<sansock_listener*> opened(h->endpoints.size(), nullptr);
-    std::vector<sockaddr_in> bound(h->endpoints.size());
+    std::vector<sansock::socket_address> bound(h->endpoints.size());
     h->state = SANSOCK_HOST_OPENING;
     h->abort_requested = false;
     h->engine->changed.notify_all();
@@ -166,11 +165,11 @@ extern "C" int sansock_service_host_open(sansock_service_host* h, const struct s
     for (size_t i = 0; i < h->endpoints.size() && rc == 0; ++i) {
         rc = sansock_listener_create(h->ctx, nullptr, &opened[i]);
         if (rc == 0)
-            rc = sansock_listener_open(opened[i], reinterpret_cast<const sockaddr*>(&h->endpoints[i].address),
-                                       sizeof(sockaddr_in), nullptr);
+            rc = sansock_listener_open(opened[i], &h->endpoints[i].address.sa,
+                                       sansock::address::size_of(h->endpoints[i].address.sa.sa_family), nullptr);
         if (rc == 0) {
             socklen_t n = sizeof bound[i];
-            rc = sansock_listener_address(opened[i], reinterpret_cast<sockaddr*>(&bound[i]), &n);
+            rc = sansock_listener_address(opened[i], &bound[i].sa, &n);
         }
     }
     lock.lock();
@@ -320,10 +319,7 @@ extern "C" int sansock_service_host_endpoint_address(sansock_service_host* h, si
     lock_t lock(h->engine->mutex);
     if (endpoint >= h->endpoints.size()) return -EINVAL;
     if (!h->endpoints[endpoint].bound_known) return -EBADFD;
-    if (*length < static_cast<socklen_t>(sizeof(sockaddr_in))) return -EINVAL;
-    std::memcpy(address, &h->endpoints[endpoint].bound, sizeof(sockaddr_in));
-    *length = sizeof(sockaddr_in);
-    return 0;
+    return give_address(h->endpoints[endpoint].bound, address, length);
 } catch (...) {
     return sansock::c_error();
 }

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "lib/address.hpp"
 #include "lib/errors.hpp"
 #include "sansock/sansock.h"
 #include "sansock/service.h"
@@ -109,6 +110,14 @@ bool has_progress_thread(sansock_context* ctx);
 // Closes a switch socket (never call with the lock held: the switch may run callbacks inline).
 void close_socket(sansock_socket_t s, bool hard);
 
+// The addresses of listeners, channels and host endpoints: AF_INET (struct sockaddr_in) or
+// AF_INET6 (all of struct sockaddr_in6), as sansock_bind and sansock_connect take them.
+// Checks `address` and copies it into *out (its family's size): 0, -EINVAL or -EAFNOSUPPORT.
+int take_address(const sockaddr* address, socklen_t length, socket_address* out);
+// Gives `a` out (sansock_listener_address, sansock_service_host_endpoint_address): -EINVAL
+// when *length is shorter than its family's sockaddr; else *length is set to that size.
+int give_address(const socket_address& a, sockaddr* out, socklen_t* length);
+
 } // namespace sansock::svc
 
 // ---- the objects (global names: they are the opaque types of service.h) ------------------
@@ -119,7 +128,7 @@ struct sansock_listener {
     int backlog = 128;
     sansock_listener_state state = SANSOCK_LISTENER_CREATED;
     sansock_socket_t sock = 0;
-    sockaddr_in address{};
+    sansock::socket_address address{};
     bool address_known = false;
     bool abort_requested = false;     // during OPENING
     // Channels waiting in accept, in order (linked through sansock_channel::accept_next).
@@ -183,12 +192,12 @@ struct sansock_channel {
 
 struct sansock_service_host {
     struct endpoint {
-        sockaddr_in address{};
+        sansock::socket_address address{};
         sansock_channel_kind kind = SANSOCK_CHANNEL_SESSION;
         sansock_listener* listener = nullptr;
         sansock_channel* accepting = nullptr; // the channel in accept on this endpoint
         sansock_channel* spare = nullptr;     // a channel whose accept failed (freed later)
-        sockaddr_in bound{};
+        sansock::socket_address bound{};
         bool bound_known = false;
     };
     sansock_context* ctx = nullptr;

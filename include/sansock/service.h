@@ -75,7 +75,8 @@ struct sansock_listener_attr {
  * no thread for its service threads). */
 int sansock_listener_create(sansock_context* ctx, const struct sansock_listener_attr* attr, sansock_listener** out);
 
-/* CREATED -> OPENING -> OPEN: binds and listens on address (AF_INET; port 0 picks one, see
+/* CREATED -> OPENING -> OPEN: binds and listens on address (AF_INET: struct sockaddr_in,
+ * or AF_INET6: all of struct sockaddr_in6, as sansock_bind takes them; port 0 picks one, see
  * sansock_listener_address). Completes at once (the async context's callback is never used).
  * -EBADFD (not CREATED), -EAFNOSUPPORT, -EADDRINUSE, -EADDRNOTAVAIL, -ENOMEM, -EMFILE,
  * -ENETDOWN: the listener goes back to CREATED. -ECANCELED: aborted while opening (back to
@@ -114,8 +115,8 @@ int sansock_listener_free(sansock_listener* l);
 /* The state (enum sansock_listener_state, >= 0), or -EINVAL. */
 int sansock_listener_get_state(sansock_listener* l);
 
-/* The address the last successful open bound (with its port). -EBADFD if never opened,
- * -EINVAL (short buffer). */
+/* The address the last successful open bound (with its port); *length is set to its size
+ * (sockaddr_in or sockaddr_in6). -EBADFD if never opened, -EINVAL (shorter buffer). */
 int sansock_listener_address(sansock_listener* l, struct sockaddr* address, socklen_t* length);
 
 /* ---- Channel (WS_CHANNEL) ----------------------------------------------------------------- */
@@ -144,7 +145,8 @@ struct sansock_channel_attr {
  * -EAGAIN (as for sansock_listener_create). */
 int sansock_channel_create(sansock_context* ctx, const struct sansock_channel_attr* attr, sansock_channel** out);
 
-/* CREATED -> OPENING -> OPEN: connects to address. Sync: waits (bounded by the switch's
+/* CREATED -> OPENING -> OPEN: connects to address (AF_INET or AF_INET6, as sansock_connect
+ * takes them; -EINVAL when shorter than its family's sockaddr). Sync: waits (bounded by the switch's
  * connect bound). Async: -EINPROGRESS and the callback. 0; -EBADFD (not CREATED);
  * -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, -ENETDOWN, -EAFNOSUPPORT, -ENOMEM, -EMFILE,
  * -EPROTO (verbs: the peer's handshake is not sansock's) (the channel is CREATED again);
@@ -214,7 +216,7 @@ enum sansock_service_host_state {
 };
 
 struct sansock_service_endpoint {
-    const struct sockaddr* address; /* AF_INET; copied at create */
+    const struct sockaddr* address; /* AF_INET or AF_INET6; copied at create */
     socklen_t address_length;
     uint32_t kind;                  /* enum sansock_channel_kind */
 };
@@ -233,7 +235,7 @@ struct sansock_service_host_attr {
 };
 
 /* Creates a host in CREATED with `count` (>= 1) endpoints. -EINVAL, -EAFNOSUPPORT (an
- * endpoint's address is not AF_INET), -ENOMEM, -EAGAIN (as for sansock_listener_create). */
+ * endpoint's address is neither AF_INET nor AF_INET6), -ENOMEM, -EAGAIN (as for sansock_listener_create). */
 int sansock_service_host_create(sansock_context* ctx, const struct sansock_service_endpoint* endpoints, size_t count,
                                 const struct sansock_service_host_attr* attr, sansock_service_host** out);
 
@@ -264,8 +266,9 @@ int sansock_service_host_free(sansock_service_host* h);
 /* The state (enum sansock_service_host_state, >= 0), or -EINVAL. */
 int sansock_service_host_get_state(sansock_service_host* h);
 
-/* The address endpoint i is listening on (with its port) once opened. -EBADFD (never opened),
- * -EINVAL (no such endpoint, short buffer). */
+/* The address endpoint i is listening on (with its port) once opened; *length is set to its
+ * size (sockaddr_in or sockaddr_in6). -EBADFD (never opened), -EINVAL (no such endpoint,
+ * shorter buffer). */
 int sansock_service_host_endpoint_address(sansock_service_host* h, size_t endpoint, struct sockaddr* address,
                                           socklen_t* length);
 

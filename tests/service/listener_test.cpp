@@ -82,8 +82,11 @@ TEST_CASE("Listener table, CREATED") {
     }
     SUBCASE("open with a bad address is -EINVAL/-EAFNOSUPPORT and stays CREATED") {
         sockaddr_in6 six{};
-        six.sin6_family = AF_INET6;
-        CHECK(sansock_listener_open(t.l, reinterpret_cast<sockaddr*>(&six), sizeof six, nullptr) == -EAFNOSUPPORT);
+        six.sin6_family = AF_INET6; // AF_INET6 is taken, but needs all of sockaddr_in6
+        CHECK(sansock_listener_open(t.l, reinterpret_cast<sockaddr*>(&six), sizeof(sockaddr_in), nullptr) == -EINVAL);
+        sockaddr_storage other{};
+        other.ss_family = AF_UNIX;
+        CHECK(sansock_listener_open(t.l, reinterpret_cast<sockaddr*>(&other), sizeof other, nullptr) == -EAFNOSUPPORT);
         CHECK(sansock_listener_open(t.l, nullptr, 0, nullptr) == -EINVAL);
         CHECK(lstate(t.l) == SANSOCK_LISTENER_CREATED);
     }
