@@ -21,6 +21,9 @@ int not_supported_progress_socket(instance*, socket_handle, uint32_t) { return -
 int not_supported_progress(instance*, int) { return -EOPNOTSUPP; }
 int not_supported_instance(instance*) { return -EOPNOTSUPP; }
 int not_supported_memory(instance*, memory_stats*) { return -EOPNOTSUPP; }
+int not_supported_register(instance*, void*, size_t, uint32_t, memory_handle*) { return -EOPNOTSUPP; }
+int not_supported_deregister(instance*, memory_handle) { return -EOPNOTSUPP; }
+int not_supported_describe(instance*, memory_handle, socket_handle, remote_memory*) { return -EOPNOTSUPP; }
 
 template <typename F>
 void fill(F& entry, F fallback) {
@@ -58,6 +61,10 @@ ops with_defaults(const ops& table) {
     fill(filled.event_fd, &not_supported_instance);
     fill(filled.wake, &not_supported_instance);
     fill(filled.query_memory, &not_supported_memory);
+    fill(filled.register_memory, &not_supported_register);
+    fill(filled.deregister_memory, &not_supported_deregister);
+    fill(filled.describe_memory, &not_supported_describe);
+    fill(filled.rdma, &not_supported_operation);
     return filled;
 }
 

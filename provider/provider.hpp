@@ -17,7 +17,33 @@ namespace sansock::provider {
 using socket_handle = uint64_t;
 inline constexpr socket_handle invalid_socket = 0;
 
+// A registered memory region of an instance (register_memory): slot index in the low 32 bits,
+// generation in the high 32 bits, as socket_handle; a handle whose region was deregistered is
+// told apart (-ENOENT). 0 is never a valid handle.
+using memory_handle = uint64_t;
+inline constexpr memory_handle invalid_memory = 0;
+
+// Access of a registration. Local access (the region as the local side of rdma_write and
+// rdma_read) is always allowed; the remote flags let the peer read or write it.
+inline constexpr uint32_t memory_local = 0;
+inline constexpr uint32_t memory_remote_read = 1u << 0;
+inline constexpr uint32_t memory_remote_write = 1u << 1;
+
+// What a peer needs to reach a region (describe_memory): its address, length and key (the
+// rkey on verbs). The switch sends it to its peer, which names it in rdma_write or rdma_read.
+struct remote_memory {
+    uint64_t address = 0;
+    uint64_t length = 0;
+    uint32_t key = 0;
+};
+
 enum class operation_kind : uint8_t { send, recv, accept, connect };
+// One-sided transfers between a local registration and a peer's, submitted with ops::rdma on
+// a connected socket. Values of operation_kind named outside its enumerator list for now, so
+// that the switch's exhaustive `switch` statements on the kinds it posts keep compiling with
+// -Werror=switch; they join the list when the switch posts them (issue 11).
+inline constexpr operation_kind rdma_write = operation_kind(4);
+inline constexpr operation_kind rdma_read = operation_kind(5);
 
 struct operation;
 // The operation's own completion routine. Called exactly once per accepted submission, never
@@ -47,8 +73,21 @@ struct operation {
     //   or a negated errno: -ECANCELED (closed while pending), -ECONNRESET (the peer closed
     //   hard or the connection was lost), -ENETDOWN (the device went away), -ECONNREFUSED,
     //   -ETIMEDOUT, -EHOSTUNREACH (connect).
+    //   rdma_write, rdma_read  length, once the transfer is done (a write: placed in the
+    //   peer's memory as its adapter acknowledged); -EACCES when the peer's side was refused
+    //   (bad key, outside the region, no such access, deregistered), after which the
+    //   connection is reset at both ends.
     int64_t result = 0;
     socket_handle accepted = invalid_socket;
+
+    // rdma_write, rdma_read: the local side is `length` bytes at `memory_offset` in the
+    // registration `memory` (checked at submission); the remote side is `length` bytes at
+    // `remote_address` of the peer's region whose key is `remote_key` (checked by the peer).
+    // A write copies local to remote, a read remote to local. `buffer` is not used.
+    memory_handle memory = invalid_memory;
+    uint64_t memory_offset = 0;
+    uint64_t remote_address = 0;
+    uint32_t remote_key = 0;
 
     completion_routine complete = nullptr;
     void* user = nullptr; // the submitter's, untouched by the provider
@@ -122,6 +161,8 @@ struct memory_stats {
     uint64_t shared_bytes = 0;          // registered outside connections (shared pools)
     uint32_t connections = 0;           // connected sockets holding registered memory
     uint32_t sockets = 0;               // open handles of any kind
+    uint32_t regions = 0;               // live register_memory regions
+    uint64_t region_bytes = 0;          // their lengths (each once, however many devices), in registered_bytes too
 };
 
 struct instance; // a provider's per-context state (opaque to the switch)
@@ -178,6 +219,28 @@ struct ops {
     int (*wake)(instance* self) = nullptr;
 
     int (*query_memory)(instance* self, memory_stats* out) = nullptr;
+
+    // ---- memory registration and RDMA (docs/provider-interface.md, "Memory and RDMA") ----
+
+    // Registers `length` (> 0) bytes at `address` with `access` (memory_local, or
+    // memory_remote_read and/or memory_remote_write); the handle in *out. The memory must stay
+    // valid until deregistered. -EINVAL (null, length 0, unknown flags), -ENOMEM, or the
+    // device's error. Allocates; may be called from any thread.
+    int (*register_memory)(instance* self, void* address, size_t length, uint32_t access,
+                           memory_handle* out) = nullptr;
+    // Releases a registration: later remote access to it fails, its key is never given again.
+    // -ENOENT (not, or no longer, a live handle), -EBUSY while an rdma operation naming it has
+    // not completed (its completion routine has not yet been called). Never allocates.
+    int (*deregister_memory)(instance* self, memory_handle memory) = nullptr;
+    // The descriptor of a remotely accessible region for the peer of connected socket `s` (on
+    // verbs the key depends on the device the connection uses). -ENOENT, -ENOTSOCK,
+    // -EINVAL (a local-only region, null out), -ENOTCONN, or the socket's failure.
+    int (*describe_memory)(instance* self, memory_handle memory, socket_handle s,
+                           remote_memory* out) = nullptr;
+    // Submits an rdma_write or rdma_read on connected socket `s`; asynchronous like send.
+    // Refused: -ENOTSOCK, -EINVAL (bad op, length 0, the local range outside its
+    // registration), -ENOENT (stale op->memory), -ENOTCONN, -ECONNRESET, -ENETDOWN.
+    int (*rdma)(instance* self, socket_handle s, operation* op) = nullptr;
 };
 
 // A copy of `table` with every null entry replaced by one that returns -EOPNOTSUPP.

@@ -120,6 +120,7 @@ void reset_socket(lsock* s, connection_event event, int status) {
     drop_window(s); // unread data is discarded, like a TCP RST
     complete_all(s, s->sends, status);
     complete_all(s, s->recvs, status);
+    complete_all(s, s->rdmas, status);
     if (s->accepted) post_event(s, event, status);
 }
 
@@ -159,7 +160,7 @@ static void wait_not_delivering(loop_instance* inst, socket_handle s, std::uniqu
 void close_locked(lsock* s, op_queue& out, std::unique_lock<std::mutex>& lock) {
     loop_instance* inst = s->owner;
     const socket_handle h = s->handle;
-    for (op_queue* q : {&s->sends, &s->recvs, &s->accepts}) {
+    for (op_queue* q : {&s->sends, &s->recvs, &s->accepts, &s->rdmas}) {
         while (operation* op = q->pop()) {
             op->result = -ECANCELED;
             out.push(op);

@@ -16,6 +16,8 @@ int freeze(provider::instance* self, socket_handle h, bool frozen) {
         if (!frozen && s->peer != nullptr) {
             move_bytes(s);
             move_bytes(s->peer);
+            if (s->peer != nullptr) run_rdma(s->peer);
+            run_rdma(s); // may reset the connection (a refused access)
         }
         return 0;
     });
@@ -66,6 +68,7 @@ int set_device_down(provider::instance* self) {
         complete_all(s, s->sends, -ENETDOWN);
         complete_all(s, s->recvs, -ENETDOWN);
         complete_all(s, s->accepts, -ENETDOWN);
+        complete_all(s, s->rdmas, -ENETDOWN);
         if (s->accepted) post_event(s, connection_event::device_down, -ENETDOWN);
     }
     return 0;

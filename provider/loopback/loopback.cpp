@@ -79,6 +79,7 @@ void lb_destroy(provider::instance* self) {
         }
         out.splice(inst->done);
         inst->events.clear();
+        free_regions(inst); // after the sockets: nothing names a region any more
         net->members.erase(std::remove(net->members.begin(), net->members.end(), inst), net->members.end());
     }
     run_completions(out);
@@ -93,6 +94,7 @@ void lb_destroy(provider::instance* self) {
 bool deliver_one(loop_instance* inst, std::unique_lock<std::mutex>& lock) {
     if (operation* op = inst->done.pop()) {
         inst->delivering = op->provider_word;
+        note_delivered(inst, op);
         lock.unlock();
         op->complete(*op);
     } else if (pending_event e{}; inst->events.pop(e)) {
@@ -174,7 +176,11 @@ int lb_query_memory(provider::instance* self, provider::memory_stats* out) {
         if (s->accepted) ++out->sockets;
         if (s->ring) ++out->connections;
     });
-    out->registered_bytes = out->connections * out->per_connection_bytes;
+    inst->regions.for_each([&](uint64_t, lregion* r) {
+        ++out->regions;
+        out->region_bytes += r->length;
+    });
+    out->registered_bytes = out->connections * out->per_connection_bytes + out->region_bytes;
     return 0;
 }
 
@@ -203,4 +209,8 @@ const sansock::provider::ops loopback_ops = {
     .event_fd = &sansock::loopback::detail::lb_event_fd,
     .wake = &sansock::loopback::detail::lb_wake,
     .query_memory = &sansock::loopback::detail::lb_query_memory,
+    .register_memory = &sansock::loopback::detail::lb_register_memory,
+    .deregister_memory = &sansock::loopback::detail::lb_deregister_memory,
+    .describe_memory = &sansock::loopback::detail::lb_describe_memory,
+    .rdma = &sansock::loopback::detail::lb_rdma,
 };

@@ -94,6 +94,7 @@ struct lsock {
     op_queue sends;
     op_queue recvs;
     op_queue accepts;
+    op_queue rdmas; // rdma_write and rdma_read not done yet (only while frozen)
 
     // Listener: connections that arrived and wait for an accept.
     int backlog = 0;
@@ -104,6 +105,16 @@ struct lsock {
     bool holding = false;
     uint32_t hold_countdown = 0;
     op_queue held;
+};
+
+// A register_memory region. Guarded by the fabric mutex: a peer's rdma reads its key map.
+struct lregion {
+    provider::memory_handle handle = provider::invalid_memory;
+    uint8_t* address = nullptr;
+    size_t length = 0;
+    uint32_t access = 0;
+    uint32_t key = 0;
+    uint32_t pending = 0; // rdma operations naming it whose completion has not run yet
 };
 
 struct pending_event {
@@ -197,6 +208,12 @@ struct loop_instance {
     std::condition_variable delivered;  // with the fabric mutex: delivering or busy changed
     std::atomic<bool> wake_requested{false};
 
+    // register_memory: regions by handle and by key. Keys count up and are never reused, so a
+    // deregistered region's key finds nothing.
+    handle_table<lregion> regions{1u << 20};
+    std::map<uint32_t, lregion*> keys;
+    uint32_t next_key = 0x1000;
+
     explicit loop_instance(const provider::config& c) : settings(c), table(c.max_sockets) {}
 };
 
@@ -261,6 +278,22 @@ int with_socket(provider::instance* self, socket_handle h, Body&& body) {
     if (s == nullptr) return -ENOTSOCK;
     return body(s);
 }
+
+// ---- memory registration and RDMA (rdma.cpp) ----
+
+// Runs the rdma operations queued on `s` (unless a side is frozen); a refused one completes
+// -EACCES and resets the connection at both ends, as the QP error does on verbs.
+void run_rdma(lsock* s);
+// An rdma operation's completion is about to run: its region is no longer busy for it.
+void note_delivered(loop_instance* inst, const operation* op);
+// Frees every region of the instance (destroy).
+void free_regions(loop_instance* inst);
+int lb_register_memory(provider::instance* self, void* address, size_t length, uint32_t access,
+                       provider::memory_handle* out);
+int lb_deregister_memory(provider::instance* self, provider::memory_handle memory);
+int lb_describe_memory(provider::instance* self, provider::memory_handle memory, socket_handle h,
+                       provider::remote_memory* out);
+int lb_rdma(provider::instance* self, socket_handle h, operation* op);
 
 // ---- the socket entries of the ops table (socket_calls.cpp) ----
 

@@ -263,6 +263,7 @@ int lb_close(provider::instance* self, socket_handle h) {
         lsock* s = find(inst, h);
         if (s == nullptr) return -ENOTSOCK;
         close_locked(s, out, lock);
+        for (operation* op = out.head; op != nullptr; op = op->provider_next) note_delivered(inst, op);
     }
     run_completions(out);
     return 0;
