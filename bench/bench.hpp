@@ -14,6 +14,19 @@
 
 namespace sansock::bench {
 
+// A data-path address of either family (what --address names: IPv4 or IPv6), with a port.
+union net_address {
+    sockaddr sa;
+    sockaddr_in v4;
+    sockaddr_in6 v6;
+};
+// `text` (an IPv4 or IPv6 address) with `port` (host order) in *out; false if it is neither.
+bool parse_address(const std::string& text, uint16_t port, net_address& out);
+socklen_t address_size(const net_address& a); // sizeof sockaddr_in or sockaddr_in6
+uint16_t address_port(const net_address& a);  // host order
+void set_port(net_address& a, uint16_t port);
+std::string address_text(const net_address& a); // the address alone, no port
+
 enum class scenario {
     hard_close,          // (a) LINGER 0 close with `param` operations outstanding (0, 16, 256)
     graceful_close,      // (b) DONTLINGER close: samples = until close returns
@@ -79,7 +92,7 @@ public:
     static void beats_to_stdout(bool on);
 
     // Measuring half: the peer half's data address (from its ready line).
-    sockaddr_in peer{};
+    net_address peer{};
     // Measuring half: when the peer half's next mark happened: its own clock in one process,
     // else the moment the mark arrived here (one control-channel one-way trip later).
     int wait_mark(uint64_t& at_ns, int timeout_ms = 30000);

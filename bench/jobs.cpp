@@ -57,10 +57,7 @@ int client_job(control& ctl, const system& sys, const request& r, measurement& m
     std::string ip;
     unsigned port = 0;
     ready >> ip >> port;
-    ctl.peer = {};
-    ctl.peer.sin_family = AF_INET;
-    ctl.peer.sin_port = htons(static_cast<uint16_t>(port));
-    if (inet_pton(AF_INET, ip.c_str(), &ctl.peer.sin_addr) != 1) {
+    if (!parse_address(ip, static_cast<uint16_t>(port), ctl.peer)) {
         why = "peer half: bad ready line '" + rest + "'";
         return -EPROTO;
     }
@@ -165,20 +162,18 @@ int local_job(const system& sys, const request& r, measurement& m, std::string& 
 // Two-host mode: a control connection to `sansock-bench --server` (bounded connect), or a
 // negated errno with `why`.
 int connect_control(const std::string& host, uint16_t port, std::string& why) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    if (inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
-        why = "'" + host + "' is not an IPv4 address";
+    net_address a{};
+    if (!parse_address(host, port, a)) {
+        why = "'" + host + "' is neither an IPv4 nor an IPv6 address";
         return -EINVAL;
     }
-    const std::string where = host + ":" + std::to_string(port);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    const std::string where = (a.sa.sa_family == AF_INET6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+    int fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         why = std::string("socket: ") + strerror(errno);
         return -errno;
     }
-    int rc = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 ? 0 : -errno;
+    int rc = connect(fd, &a.sa, address_size(a)) == 0 ? 0 : -errno;
     if (rc == -EINPROGRESS) {
         pollfd p{fd, POLLOUT, 0};
         int n = poll(&p, 1, 10000);

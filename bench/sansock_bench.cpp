@@ -29,13 +29,14 @@ constexpr long default_port = 18515;
 // To stderr with status 2 after a bad argument; to stdout with status 0 for --help.
 int usage(const char* argv0, FILE* out = stderr, int status = 2) {
     std::fprintf(out,
-                 "usage: %s [--short] [--iterations N] [--warmup N] [--address IPV4] [--device NAME]\n"
+                 "usage: %s [--short] [--iterations N] [--warmup N] [--address IP] [--device NAME]\n"
                  "          [--scenario NAME]... [--system NAME]... [--stream-bytes N] [--json FILE] [--csv FILE]\n"
-                 "          [--client SERVER-IPV4 [--port N]]\n"
-                 "       %s --server [--address IPV4] [--device NAME] [--port N] [--once]\n"
+                 "          [--client SERVER-IP [--port N]]\n"
+                 "       %s --server [--address IP] [--device NAME] [--port N] [--once]\n"
                  "scenarios: hard_close graceful_close graceful_to_eof linger_close listener_close listener_abort\n"
                  "           service_host_close connect_teardown ping_pong bandwidth memory\n"
                  "systems: sansock rsockets raw-verbs tcp\n"
+                 "IP: an IPv4 or IPv6 address (of the RDMA device's netdev, for the data path)\n"
                  "--server runs the peer halves for a --client on another host (or port); default port %d\n"
                  "       %s --help | --version\n",
                  argv0, argv0, static_cast<int>(default_port), argv0);
@@ -121,7 +122,7 @@ int main(int argc, char** argv) {
         o.address = sansock::test::test_address();
     }
     if (o.address.empty()) {
-        std::fprintf(stderr, "sansock-bench: no RDMA device with an IPv4 address found (use --address)\n");
+        std::fprintf(stderr, "sansock-bench: no RDMA device with an IPv4 address found (use --address, IPv4 or IPv6)\n");
         return 1;
     }
     if (server) return serve_forever(o.address, static_cast<uint16_t>(port), once);

@@ -44,7 +44,7 @@ host_info host_info::here(const std::string& address) {
     h.kernel = un.release;
     h.cpus = std::to_string(sysconf(_SC_NPROCESSORS_ONLN));
     // The device whose netdev has the address (else the first RDMA link).
-    h.device = first_line_of("dev=$(ip -4 -o addr show 2>/dev/null | awk '$4 ~ /^" + address +
+    h.device = first_line_of("dev=$(ip -o addr show 2>/dev/null | awk '$4 ~ /^" + address +
                              "\\// {print $2; exit}'); rdma link show 2>/dev/null | awk -v d=\"$dev\" "
                              "'d != \"\" && $0 ~ (\"netdev \" d \"( |$)\") {print $2; f=1; exit} END {if (!f) {}}'");
     if (h.device.empty()) h.device = first_line_of("rdma link show 2>/dev/null | awk '{print $2}'");
@@ -91,13 +91,18 @@ volatile sig_atomic_t stop_requested = 0;
 // child process that is killed when it stops making progress). With --once it exits after a
 // client's run ends (its `bye`): 0 if every peer half succeeded, else 1.
 int serve_forever(const std::string& address, uint16_t port, bool once) {
-    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
+    // On :: for clients of either family (IPV6_V6ONLY off); on 0.0.0.0 where there is no IPv6.
+    net_address a{};
+    parse_address("::", port, a);
+    int listener = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (listener < 0) {
+        parse_address("0.0.0.0", port, a);
+        listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    }
+    int one = 1, off = 0;
     setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    if (listener < 0 || bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(listener, 16) != 0) {
+    if (a.sa.sa_family == AF_INET6) setsockopt(listener, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    if (listener < 0 || bind(listener, &a.sa, address_size(a)) != 0 || listen(listener, 16) != 0) {
         std::fprintf(stderr, "sansock-bench --server: cannot listen on TCP port %u: %s\n", port, strerror(errno));
         return 1;
     }
@@ -122,13 +127,13 @@ int serve_forever(const std::string& address, uint16_t port, bool once) {
             }
             continue;
         }
-        sockaddr_in from{};
+        net_address from{};
         socklen_t length = sizeof from;
-        int fd = accept4(listener, reinterpret_cast<sockaddr*>(&from), &length, SOCK_CLOEXEC);
+        int fd = accept4(listener, &from.sa, &length, SOCK_CLOEXEC);
         if (fd < 0) continue;
         tune_control_socket(fd);
-        char who[INET_ADDRSTRLEN] = {};
-        inet_ntop(AF_INET, &from.sin_addr, who, sizeof who);
+        const std::string who_text = address_text(from);
+        const char* who = who_text.c_str();
         // The first line fits in one read; the control object stays here (the child reads
         // the rest of the connection itself).
         std::string line;

@@ -163,18 +163,15 @@ int recv_until_eof(int fd) {
 class acceptor {
 public:
     int open(const std::string& address, std::string& why) {
-        addr_ = {};
-        addr_.sin_family = AF_INET;
-        if (inet_pton(AF_INET, address.c_str(), &addr_.sin_addr) != 1)
-            return fail(why, -EINVAL, "bad IPv4 address '" + address + "'");
-        listener_ = rs_owner(rsocket(AF_INET, SOCK_STREAM, 0));
+        if (!parse_address(address, 0, addr_)) return fail(why, -EINVAL, "bad IPv4 or IPv6 address '" + address + "'");
+        listener_ = rs_owner(rsocket(addr_.sa.sa_family, SOCK_STREAM, 0));
         if (listener_.get() < 0) return fail(why, negated_errno(), "rsocket");
-        if (rbind(listener_.get(), reinterpret_cast<sockaddr*>(&addr_), sizeof addr_) != 0)
+        if (rbind(listener_.get(), &addr_.sa, address_size(addr_)) != 0)
             return fail(why, negated_errno(), "rbind " + address);
         if (rlisten(listener_.get(), 1024) != 0) return fail(why, negated_errno(), "rlisten");
         if (int rc = set_nonblocking(listener_.get())) return fail(why, rc, "rfcntl O_NONBLOCK");
         socklen_t len = sizeof addr_;
-        if (rgetsockname(listener_.get(), reinterpret_cast<sockaddr*>(&addr_), &len) != 0)
+        if (rgetsockname(listener_.get(), &addr_.sa, &len) != 0)
             return fail(why, negated_errno(), "rgetsockname");
         thread_ = std::jthread([this](std::stop_token stop) { accept_loop(stop); });
         return 0;
@@ -188,7 +185,7 @@ public:
         // ready_ and listener_ close themselves (members).
     }
 
-    const sockaddr_in& address() const { return addr_; }
+    const net_address& address() const { return addr_; }
 
     // The next accepted socket (nonblocking), or a negated errno; waits at most peer_wait_ms,
     // in slices that watch the control channel.
@@ -239,7 +236,7 @@ private:
         ready_cv_.notify_all();
     }
 
-    sockaddr_in addr_{};
+    net_address addr_{};
     rs_owner listener_;
     std::mutex mutex_;
     std::condition_variable ready_cv_;
@@ -250,9 +247,9 @@ private:
 
 // Measuring half: a connected socket (nonblocking) to the peer half's listener.
 int connect_peer(control& ctl, rs_owner& client, std::string& why) {
-    rs_owner c(rsocket(AF_INET, SOCK_STREAM, 0));
+    rs_owner c(rsocket(ctl.peer.sa.sa_family, SOCK_STREAM, 0));
     if (c.get() < 0) return fail(why, negated_errno(), "rsocket");
-    if (rconnect(c.get(), reinterpret_cast<const sockaddr*>(&ctl.peer), sizeof ctl.peer) != 0)
+    if (rconnect(c.get(), &ctl.peer.sa, address_size(ctl.peer)) != 0)
         return fail(why, negated_errno(), "rconnect");
     if (int rc = set_nonblocking(c.get())) return fail(why, rc, "rfcntl O_NONBLOCK");
     client = std::move(c);
@@ -302,14 +299,12 @@ int run_close(control& ctl, const request& r, measurement& out, std::string& why
 }
 
 int run_listener_close(const request& r, measurement& out, std::string& why) {
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    if (inet_pton(AF_INET, r.address.c_str(), &addr.sin_addr) != 1)
-        return fail(why, -EINVAL, "bad IPv4 address '" + r.address + "'");
+    net_address addr{};
+    if (!parse_address(r.address, 0, addr)) return fail(why, -EINVAL, "bad IPv4 or IPv6 address '" + r.address + "'");
     return sample_loop_counted(r, out, why, [&](double& ns, std::string& w) {
-        rs_owner l(rsocket(AF_INET, SOCK_STREAM, 0));
+        rs_owner l(rsocket(addr.sa.sa_family, SOCK_STREAM, 0));
         if (l.get() < 0) return fail(w, negated_errno(), "rsocket");
-        if (rbind(l.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+        if (rbind(l.get(), &addr.sa, address_size(addr)) != 0)
             return fail(w, negated_errno(), "rbind");
         if (rlisten(l.get(), 16) != 0) return fail(w, negated_errno(), "rlisten");
         const uint64_t t0 = now_ns();
@@ -490,7 +485,7 @@ int serve(const request& r, control& ctl, std::string& why) {
     fd_limit limit(rlim_t(4 * (r.what == scenario::memory ? r.param : 1) + 64)); // as in measure()
     acceptor a;
     if (int rc = a.open(r.address, why)) return rc;
-    if (int rc = ctl.ready(r.address, ntohs(a.address().sin_port))) return fail(why, rc, "control channel");
+    if (int rc = ctl.ready(r.address, address_port(a.address()))) return fail(why, rc, "control channel");
     switch (r.what) {
     case scenario::graceful_close:
     case scenario::graceful_to_eof:

@@ -17,7 +17,7 @@ namespace {
 
 struct context {
     context_owner ctx;
-    sockaddr_in local{}; // this host's address, port 0
+    net_address local{}; // this host's address, port 0
     std::string why;
 
     int open(const std::string& ip) {
@@ -26,8 +26,7 @@ struct context {
         attr.progress_mode = SANSOCK_PROGRESS_THREAD;
         attr.graceful_timeout_ms = 5000;
         if (int rc = context_owner::create(&attr, ctx)) return fail("context", rc);
-        local.sin_family = AF_INET;
-        if (inet_pton(AF_INET, ip.c_str(), &local.sin_addr) != 1) return fail("address", -EINVAL);
+        if (!parse_address(ip, 0, local)) return fail("address", -EINVAL);
         return 0;
     }
     int fail(const char* what, int rc) {
@@ -35,19 +34,19 @@ struct context {
         return rc;
     }
     // A listener on this host's address; its port in *bound.
-    int listen(sansock_socket_t& l, sockaddr_in& bound) {
+    int listen(sansock_socket_t& l, net_address& bound) {
         bound = local;
-        socklen_t length = sizeof bound;
+        socklen_t length = address_size(bound);
         int rc = sansock_socket(ctx.get(), &l);
-        if (rc == 0) rc = sansock_bind(l, reinterpret_cast<sockaddr*>(&bound), length);
+        if (rc == 0) rc = sansock_bind(l, &bound.sa, length);
         if (rc == 0) rc = sansock_listen(l, 1024);
-        if (rc == 0) rc = sansock_getsockname(l, reinterpret_cast<sockaddr*>(&bound), &length);
+        if (rc == 0) rc = sansock_getsockname(l, &bound.sa, &length);
         return rc == 0 ? 0 : fail("listener", rc);
     }
     // Measuring half: a connection to the peer half's listener.
     int connect(control& ctl, sansock_socket_t& s) {
         int rc = sansock_socket(ctx.get(), &s);
-        if (rc == 0) rc = sansock_connect(s, reinterpret_cast<const sockaddr*>(&ctl.peer), sizeof ctl.peer);
+        if (rc == 0) rc = sansock_connect(s, &ctl.peer.sa, address_size(ctl.peer));
         return rc == 0 ? 0 : fail("connect", rc);
     }
 };
@@ -177,7 +176,7 @@ int run(const request& r, control& ctl, measurement& out, std::string& why) {
     case scenario::listener_close:
         return repeat(r, out, why, [&]() -> double {
             sansock_socket_t l = 0;
-            sockaddr_in a{};
+            net_address a{};
             if (int rc = f.listen(l, a)) return rc;
             std::atomic<int> cancelled{0};
             int rc = 0;
@@ -278,8 +277,7 @@ int run(const request& r, control& ctl, measurement& out, std::string& why) {
             sansock_listener* l = nullptr;
             int rc = sansock_listener_create(f.ctx.get(), nullptr, &l);
             if (rc != 0) return rc;
-            sockaddr_in a = f.local;
-            rc = sansock_listener_open(l, reinterpret_cast<sockaddr*>(&a), sizeof a, nullptr);
+            rc = sansock_listener_open(l, &f.local.sa, address_size(f.local), nullptr);
             std::vector<sansock_channel*> channels(r.param, nullptr);
             std::atomic<int> cancelled{0};
             const sansock_async_context async{[](int, void* state) { static_cast<std::atomic<int>*>(state)->fetch_add(1); },
@@ -312,8 +310,7 @@ int run(const request& r, control& ctl, measurement& out, std::string& why) {
 // each client to end its session, which measures the clients, not the host).
 int run_service_host_close(context& f, const request& r, control& ctl, measurement& out, std::string& why) {
     return repeat(r, out, why, [&]() -> double {
-        sockaddr_in a = f.local;
-        sansock_service_endpoint endpoint{reinterpret_cast<sockaddr*>(&a), sizeof a, SANSOCK_CHANNEL_NONSESSION};
+        sansock_service_endpoint endpoint{&f.local.sa, address_size(f.local), SANSOCK_CHANNEL_NONSESSION};
         std::atomic<int> accepted{0};
         sansock_service_host_attr attr{};
         attr.size = sizeof attr;
@@ -326,12 +323,10 @@ int run_service_host_close(context& f, const request& r, control& ctl, measureme
         int rc = sansock_service_host_create(f.ctx.get(), &endpoint, 1, &attr, &host);
         if (rc != 0) return rc;
         rc = sansock_service_host_open(host, nullptr);
-        sockaddr_in bound{};
+        net_address bound{};
         socklen_t length = sizeof bound;
-        if (rc == 0) rc = sansock_service_host_endpoint_address(host, 0, reinterpret_cast<sockaddr*>(&bound), &length);
-        char text[INET_ADDRSTRLEN] = {};
-        inet_ntop(AF_INET, &bound.sin_addr, text, sizeof text);
-        if (rc == 0) rc = ctl.send(std::string("host ") + text + " " + std::to_string(ntohs(bound.sin_port)));
+        if (rc == 0) rc = sansock_service_host_endpoint_address(host, 0, &bound.sa, &length);
+        if (rc == 0) rc = ctl.send("host " + address_text(bound) + " " + std::to_string(address_port(bound)));
         std::string rest;
         if (rc == 0 && (rc = ctl.expect("opened", rest, peer_wait_ms)) != 0) why = "the peer's channels: " + rest;
         for (int i = 0; rc == 0 && i < 30000 && accepted.load() < static_cast<int>(r.param); ++i)
@@ -359,11 +354,10 @@ int serve_service_host_close(context& f, const request& r, control& ctl) {
     return peer_repeat(r, ctl, [&]() -> int {
         std::string rest;
         if (int rc = ctl.expect("host", rest, peer_wait_ms)) return f.fail("waiting for the host's address", rc);
-        sockaddr_in host{};
-        host.sin_family = AF_INET;
+        net_address host{};
         const std::string ip = rest.substr(0, rest.find(' '));
-        if (inet_pton(AF_INET, ip.c_str(), &host.sin_addr) != 1) return f.fail("host address", -EINVAL);
-        host.sin_port = htons(static_cast<uint16_t>(std::stoi(rest.substr(ip.size()))));
+        if (!parse_address(ip, static_cast<uint16_t>(std::stoi(rest.substr(ip.size()))), host))
+            return f.fail("host address", -EINVAL);
         std::vector<sansock_channel*> clients(r.param, nullptr);
         sansock_channel_attr client_attr{};
         client_attr.size = sizeof client_attr;
@@ -371,7 +365,7 @@ int serve_service_host_close(context& f, const request& r, control& ctl) {
         int rc = 0;
         for (auto& c : clients) {
             if (rc == 0) rc = sansock_channel_create(f.ctx.get(), &client_attr, &c);
-            if (rc == 0) rc = sansock_channel_open(c, reinterpret_cast<sockaddr*>(&host), sizeof host, nullptr);
+            if (rc == 0) rc = sansock_channel_open(c, &host.sa, address_size(host), nullptr);
         }
         ctl.send(rc == 0 ? "opened" : std::string("fail channel open: ") + sansock_strerror(rc));
         if (rc == 0 && (rc = ctl.expect("closed", rest, peer_wait_ms)) != 0) f.fail("waiting for the host's close", rc);
@@ -477,7 +471,7 @@ int serve(const request& r, control& ctl, std::string& why) {
         return rc;
     }
     sansock_socket_t listener = 0;
-    sockaddr_in bound{};
+    net_address bound{};
     const bool listens = r.what != scenario::listener_close && r.what != scenario::listener_abort &&
                          r.what != scenario::service_host_close;
     if (listens) {
@@ -488,7 +482,7 @@ int serve(const request& r, control& ctl, std::string& why) {
         const timeval slice{0, 200000};
         sansock_setsockopt(listener, SOL_SOCKET, SO_RCVTIMEO, &slice, sizeof slice);
     }
-    int rc = ctl.ready(r.address, listens ? ntohs(bound.sin_port) : 0);
+    int rc = ctl.ready(r.address, listens ? address_port(bound) : 0);
     if (rc == 0) rc = serve_scenario(f, listener, r, ctl);
     if (listener != 0) sansock_close(listener);
     if (rc != 0) why = f.why.empty() ? sansock_strerror(rc) : f.why;

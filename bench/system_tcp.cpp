@@ -87,32 +87,29 @@ int set_linger(int fd, int on, int seconds) {
 
 struct listener {
     fd_owner fd;
-    sockaddr_in addr{}; // with the bound port
+    net_address addr{}; // with the bound port
 };
 
 int open_listener(const std::string& address, listener& out, std::string& why) {
-    out.addr = {};
-    out.addr.sin_family = AF_INET;
-    if (inet_pton(AF_INET, address.c_str(), &out.addr.sin_addr) != 1)
-        return fail(why, -EINVAL, "bad IPv4 address '" + address + "'");
-    out.fd = fd_owner(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!parse_address(address, 0, out.addr)) return fail(why, -EINVAL, "bad IPv4 or IPv6 address '" + address + "'");
+    out.fd = fd_owner(socket(out.addr.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (out.fd.get() < 0) return fail(why, negated_errno(), "socket");
-    if (bind(out.fd.get(), reinterpret_cast<sockaddr*>(&out.addr), sizeof out.addr) != 0)
+    if (bind(out.fd.get(), &out.addr.sa, address_size(out.addr)) != 0)
         return fail(why, negated_errno(), "bind " + address);
     if (listen(out.fd.get(), SOMAXCONN) != 0) return fail(why, negated_errno(), "listen");
     socklen_t len = sizeof out.addr;
-    if (getsockname(out.fd.get(), reinterpret_cast<sockaddr*>(&out.addr), &len) != 0)
+    if (getsockname(out.fd.get(), &out.addr.sa, &len) != 0)
         return fail(why, negated_errno(), "getsockname");
     return 0;
 }
 
 // Measuring half: a connection to the peer half's listener, with time-outs.
 int connect_peer(control& ctl, fd_owner& client, std::string& why) {
-    fd_owner c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    fd_owner c(socket(ctl.peer.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (c.get() < 0) return fail(why, negated_errno(), "socket");
     if (int rc = set_timeouts(c.get())) return fail(why, rc, "setsockopt");
     // connect is bounded by SO_SNDTIMEO.
-    if (connect(c.get(), reinterpret_cast<const sockaddr*>(&ctl.peer), sizeof ctl.peer) != 0)
+    if (connect(c.get(), &ctl.peer.sa, address_size(ctl.peer)) != 0)
         return fail(why, negated_errno(), "connect");
     client = std::move(c);
     return 0;
@@ -384,7 +381,7 @@ int serve(const request& r, control& ctl, std::string& why) {
     if (r.what == scenario::listener_close) return ctl.ready(r.address, 0); // the client's own listener
     listener l;
     if (int rc = open_listener(r.address, l, why)) return rc;
-    if (int rc = ctl.ready(r.address, ntohs(l.addr.sin_port))) return fail(why, rc, "control channel");
+    if (int rc = ctl.ready(r.address, address_port(l.addr))) return fail(why, rc, "control channel");
     switch (r.what) {
     case scenario::hard_close:
         // The peer sees the reset (or end of stream if it raced); either way it is gone. The

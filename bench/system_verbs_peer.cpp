@@ -135,7 +135,7 @@ int serve(const request& r, control& ctl, std::string& why) {
     if (int rc = check(r, why)) return rc;
     fixture fx;
     if (int rc = fx.open(r.address, why)) return rc;
-    if (int rc = ctl.ready(r.address, ntohs(fx.address().sin_port))) return fail(why, rc, "control channel");
+    if (int rc = ctl.ready(r.address, address_port(fx.address()))) return fail(why, rc, "control channel");
     return serve_scenario(fx, ctl, r, why);
 }
 

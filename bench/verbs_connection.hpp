@@ -116,7 +116,7 @@ private:
 class fixture {
 public:
     // The measuring half: no listener; connections go to `peer`.
-    int open_client(const sockaddr_in& peer, std::string& why) {
+    int open_client(const net_address& peer, std::string& why) {
         addr_ = peer;
         channel_.reset(rdma_create_event_channel());
         if (int rc = checked_pointer(channel_.get())) return fail(why, rc, "rdma_create_event_channel");
@@ -128,20 +128,18 @@ public:
 
     // The peer half: a listener on `address`.
     int open(const std::string& address, std::string& why) {
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        if (inet_pton(AF_INET, address.c_str(), &a.sin_addr) != 1)
-            return fail(why, -EINVAL, "bad IPv4 address '" + address + "'");
+        net_address a{};
+        if (!parse_address(address, 0, a)) return fail(why, -EINVAL, "bad IPv4 or IPv6 address '" + address + "'");
         if (int rc = open_client(a, why)) return rc;
         rdma_cm_id* id = nullptr;
         if (int rc = checked(rdma_create_id(channel_.get(), &id, nullptr, RDMA_PS_TCP)))
             return fail(why, rc, "rdma_create_id");
         listener_.reset(id);
-        if (int rc = checked(rdma_bind_addr(id, reinterpret_cast<sockaddr*>(&addr_))))
+        if (int rc = checked(rdma_bind_addr(id, &addr_.sa)))
             return fail(why, rc, "rdma_bind_addr " + address);
         if (id->verbs == nullptr) return fail(why, -ENODEV, "no RDMA device has " + address);
         if (int rc = checked(rdma_listen(id, 1024))) return fail(why, rc, "rdma_listen");
-        addr_.sin_port = rdma_get_src_port(id);
+        set_port(addr_, ntohs(rdma_get_src_port(id)));
         pd_.reset(ibv_alloc_pd(id->verbs));
         if (int rc = checked_pointer(pd_.get())) return fail(why, rc, "ibv_alloc_pd");
         return 0;
@@ -212,7 +210,7 @@ public:
         return id;
     }
 
-    sockaddr_in& address() { return addr_; }
+    net_address& address() { return addr_; }
     rdma_cm_id* listener() const { return listener_.get(); }
 
 private:
@@ -228,7 +226,7 @@ private:
                t == RDMA_CM_EVENT_REJECTED || t == RDMA_CM_EVENT_DEVICE_REMOVAL;
     }
 
-    sockaddr_in addr_{};
+    net_address addr_{};
     verbs::event_channel channel_;
     verbs::cm_id listener_;
     verbs::protection_domain pd_;
