@@ -50,42 +50,43 @@ void talk_through(sansock_listener* l, sansock_context* client, sansock_context*
     dispose(s);
 }
 
+// A server and a client context, a listener on the server open on [`address`]:0.
+struct listening_on {
+    watchdog guard{"ipv6 listener"};
+    world w;
+    sansock_context* server = w.host();
+    sansock_context* client = w.host();
+    sansock_listener* l = new_listener(server);
+    sockaddr_storage bound{};
+    uint16_t port = 0;
+    explicit listening_on(const char* address) {
+        REQUIRE(open_at(l, ipv6(address, 0)) == 0);
+        bound = listener_name(l);
+        port = port_of(bound);
+    }
+    ~listening_on() { dispose(l); }
+};
+
 } // namespace
 
 TEST_CASE("A listener on [::1]: its address is a whole sockaddr_in6; a channel to it carries messages both ways") {
-    watchdog guard("listener on ::1");
-    world w;
-    sansock_context* server = w.host();
-    sansock_context* client = w.host();
-    sansock_listener* l = new_listener(server);
-    REQUIRE(open_at(l, ipv6("::1", 0)) == 0);
-    const sockaddr_storage bound = listener_name(l);
-    CHECK(bound.ss_family == AF_INET6);
-    CHECK(address_text(bound) == "::1");
-    const uint16_t port = port_of(bound);
-    CHECK(port != 0);
+    listening_on t("::1");
+    CHECK(t.bound.ss_family == AF_INET6);
+    CHECK(address_text(t.bound) == "::1");
+    CHECK(t.port != 0);
     // A buffer for an IPv4 name is too short for it.
     sockaddr_in short_buffer{};
     socklen_t n = sizeof short_buffer;
-    CHECK(sansock_listener_address(l, reinterpret_cast<sockaddr*>(&short_buffer), &n) == -EINVAL);
-    talk_through(l, client, server, ipv6("::1", port));
-    dispose(l);
+    CHECK(sansock_listener_address(t.l, reinterpret_cast<sockaddr*>(&short_buffer), &n) == -EINVAL);
+    talk_through(t.l, t.client, t.server, ipv6("::1", t.port));
 }
 
 TEST_CASE("A listener on [::] takes IPv6, IPv4 and IPv4-mapped channels") {
-    watchdog guard("listener on ::");
-    world w;
-    sansock_context* server = w.host();
-    sansock_context* client = w.host();
-    sansock_listener* l = new_listener(server);
-    REQUIRE(open_at(l, ipv6("::", 0)) == 0);
-    const sockaddr_storage bound = listener_name(l);
-    CHECK(address_text(bound) == "::");
-    const uint16_t port = port_of(bound);
-    SUBCASE("IPv6") { talk_through(l, client, server, ipv6("fd00::2", port)); }
-    SUBCASE("IPv4") { talk_through(l, client, server, ipv4(port)); }
-    SUBCASE("IPv4-mapped") { talk_through(l, client, server, ipv6(std::string("::ffff:") + kAddress, port)); }
-    dispose(l);
+    listening_on t("::");
+    CHECK(address_text(t.bound) == "::");
+    SUBCASE("IPv6") { talk_through(t.l, t.client, t.server, ipv6("fd00::2", t.port)); }
+    SUBCASE("IPv4") { talk_through(t.l, t.client, t.server, ipv4(t.port)); }
+    SUBCASE("IPv4-mapped") { talk_through(t.l, t.client, t.server, ipv6(std::string("::ffff:") + kAddress, t.port)); }
 }
 
 TEST_CASE("A channel to an IPv6 address nobody listens on is refused; bad addresses are -EINVAL or -EAFNOSUPPORT") {
