@@ -25,6 +25,10 @@ static bool receiving(const vsocket& s) {
 }
 
 static void handle_completion(verbs_instance& self, vsocket& s, const ibv_wc& wc) {
+    if ((wc.wr_id & (recv_wr_flag | rdma_wr_flag)) == rdma_wr_flag) {
+        on_rdma_completion(self, s, wc);
+        return;
+    }
     if (wc.wr_id & recv_wr_flag) {
         --s.posted_recvs;
         const uint32_t slot = static_cast<uint32_t>(wc.wr_id & ~recv_wr_flag);
@@ -121,6 +125,7 @@ static void take_deliveries(verbs_instance& self, socket_handle only, op_queue& 
             continue;
         }
         op->provider_word = reinterpret_cast<uintptr_t>(s);
+        note_delivered(self, op); // its region is no longer busy for it
         out.push(op);
     }
     self.done = kept;

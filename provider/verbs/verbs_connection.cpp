@@ -80,8 +80,9 @@ static void handle_connect_request(verbs_instance& self, vsocket* listener, rdma
         rdma_conn_param param{};
         param.private_data = &ours;
         param.private_data_len = sizeof ours;
-        param.responder_resources = 1;
-        param.initiator_depth = 1;
+        // RDMA reads outstanding each way: ours, within what the peer offered (at least 1, as before).
+        param.responder_resources = std::max<uint8_t>(1, std::min(s.device->responder_resources, event.param.conn.initiator_depth));
+        param.initiator_depth = std::max<uint8_t>(1, std::min(s.device->initiator_depth, event.param.conn.responder_resources));
         param.rnr_retry_count = 0; // credits make receiver-not-ready impossible; any would be a bug
         rc = checked(rdma_accept(id, &param));
     }
@@ -120,8 +121,8 @@ static void handle_cm_event(verbs_instance& self, rdma_cm_event& event, rdma_cm_
                 rdma_conn_param param{};
                 param.private_data = &ours;
                 param.private_data_len = sizeof ours;
-                param.responder_resources = 1;
-                param.initiator_depth = 1;
+                param.responder_resources = s->device->responder_resources;
+                param.initiator_depth = s->device->initiator_depth;
                 param.retry_count = 7;
                 param.rnr_retry_count = 0;
                 rc = checked(rdma_connect(s->id.get(), &param));

@@ -40,6 +40,12 @@ using provider::upcalls;
 
 constexpr uint32_t handshake_magic = 0x53414e53; // "SANS"
 constexpr uint64_t recv_wr_flag = 1ull << 63;
+constexpr uint64_t rdma_wr_flag = 1ull << 62; // with the index of the connection's RDMA slot
+// RDMA operations posted at once per connection (more wait in software): the QP's send queue
+// and the CQ have room for them besides the send slots.
+constexpr uint32_t rdma_depth = 16;
+// A close waits at most this for the flushes of its RDMA requests (see quiesce_rdma).
+constexpr auto rdma_flush_limit = std::chrono::seconds(1);
 // Flushes normally arrive within milliseconds; past this the QP is destroyed regardless.
 constexpr auto teardown_limit = std::chrono::seconds(5);
 // A socket left unarmed by a poller that has not come back within this is armed by progress.
@@ -93,6 +99,24 @@ struct device_resources {
     protection_domain pd;
     completion_channel channel;
     event_engine::watch_id watch = 0;
+    // RDMA reads a connection may have outstanding, each way (rdma_cm's conn_param).
+    uint8_t responder_resources = 1;
+    uint8_t initiator_depth = 1;
+};
+
+// A register_memory region: one memory region per device the instance has opened, since a
+// key is only valid on the PD it was made in.
+struct region_mr {
+    device_resources* device = nullptr;
+    memory_region mr;
+};
+struct vregion {
+    provider::memory_handle handle = provider::invalid_memory;
+    uint8_t* address = nullptr;
+    size_t length = 0;
+    uint32_t access = 0;  // provider::memory_remote_*
+    uint32_t pending = 0; // rdma operations naming it whose completion has not been delivered
+    std::vector<region_mr> mrs;
 };
 
 struct send_slot_use {
@@ -183,6 +207,11 @@ struct vsocket {
     size_t send_offset = 0;   // bytes of sends.front() already posted
     fragment_ring received;
     op_queue recvs;
+    // RDMA: posted operations by slot (wr_id rdma_wr_flag | slot; rdma_depth, made with the
+    // connection), and those waiting for a slot.
+    std::unique_ptr<operation*[]> rdma_slots;
+    uint32_t rdma_posted = 0; // requests on the QP, flushed ones included until they complete
+    op_queue rdma_waiting;
     std::chrono::steady_clock::time_point teardown_deadline{};
     bool disconnect_pending = false; // closed: the peer is told by the next progress
     // Busy polling: while callers poll this socket's CQ themselves, its completion events are
@@ -240,6 +269,7 @@ struct verbs_instance {
     socket_list sockets;
     uint32_t closing = 0; // sockets closed and not reaped yet (state closed), torn down in progress()
     std::map<ibv_context*, std::unique_ptr<device_resources>> devices;
+    handle_table<vregion> regions{1u << 20}; // register_memory; freed before the devices
     // Completions to deliver from progress, linked through provider_next; each one's
     // provider_word is its socket's handle (0: a socket the user does not hold yet). Intrusive,
     // so finishing an operation never allocates.
@@ -301,8 +331,25 @@ int verbs_send(provider::instance* p, socket_handle h, operation* op);
 int verbs_recv(provider::instance* p, socket_handle h, operation* op);
 
 // verbs_memory.cpp: device resources, a connection's registered buffer, CQ and QP.
+device_resources* device_for(verbs_instance& self, ibv_context* context, int* error);
 int build_connection(verbs_instance& self, vsocket& s, rdma_cm_id* id);
 int verbs_query_memory(provider::instance* p, memory_stats* out);
+
+// verbs_rdma.cpp: memory registration and RDMA operations.
+int register_on_device(verbs_instance& self, vregion& r, device_resources& device) noexcept;
+void pump_rdma(verbs_instance& self, vsocket& s);
+void on_rdma_completion(verbs_instance& self, vsocket& s, const ibv_wc& wc);
+void take_posted_rdma(vsocket& s, op_queue& out);
+void quiesce_rdma(verbs_instance& self, vsocket& s, std::unique_lock<std::mutex>& lock);
+void note_delivered(verbs_instance& self, const operation* op);
+void release_region_mrs(verbs_instance& self, ibv_context* context);
+void free_regions(verbs_instance& self);
+int verbs_register_memory(provider::instance* p, void* address, size_t length, uint32_t access,
+                          provider::memory_handle* out);
+int verbs_deregister_memory(provider::instance* p, provider::memory_handle memory);
+int verbs_describe_memory(provider::instance* p, provider::memory_handle memory, socket_handle h,
+                          provider::remote_memory* out);
+int verbs_rdma(provider::instance* p, socket_handle h, operation* op);
 
 // verbs_teardown.cpp: failure, hard close, background teardown, device removal.
 void take_pending(vsocket& s, op_queue& out);

@@ -91,11 +91,13 @@ void verbs_destroy(provider::instance* p) {
     verbs_instance* self = self_of(p);
     if (self == nullptr) return;
     op_queue cancelled;
+    op_queue posted_rdma; // complete once their QPs are destroyed: none can move memory then
     {
         std::lock_guard lock(self->mutex);
         for (auto& [s, owned] : self->sockets) {
             if (s->handle != invalid_socket) self->table.remove(s->handle);
             take_pending(*s, cancelled);
+            if (s->state != socket_state::closed) take_posted_rdma(*s, posted_rdma); // a closed one's close took them
             stop_connection(*s);
         }
         for (operation* op = cancelled.front(); op != nullptr; op = op->provider_next) op->result = -ECANCELED;
@@ -106,7 +108,12 @@ void verbs_destroy(provider::instance* p) {
     }
     while (operation* op = cancelled.pop()) op->complete(*op);
     self->sockets.clear();
+    free_regions(*self); // before the PDs they were registered in
     self->devices.clear();
+    while (operation* op = posted_rdma.pop()) {
+        op->result = -ECANCELED;
+        op->complete(*op);
+    }
     delete self;
 }
 
@@ -195,6 +202,10 @@ constinit const provider::ops verbs_ops = {
     .event_fd = detail::verbs_event_fd,
     .wake = detail::verbs_wake,
     .query_memory = detail::verbs_query_memory,
+    .register_memory = detail::verbs_register_memory,
+    .deregister_memory = detail::verbs_deregister_memory,
+    .describe_memory = detail::verbs_describe_memory,
+    .rdma = detail::verbs_rdma,
 };
 
 } // namespace sansock::verbs

@@ -19,6 +19,7 @@ void take_pending(vsocket& s, op_queue& out) {
         if (use.op != nullptr) out.push(std::exchange(use.op, nullptr));
     while (operation* op = s.recvs.pop()) out.push(op);
     s.received.clear();
+    while (operation* op = s.rdma_waiting.pop()) out.push(op); // not posted: nothing to wait for
 }
 
 // The user hears of the failure once, through the up-call kept in the socket.
@@ -87,6 +88,7 @@ void release_device(verbs_instance& self, ibv_context* context) {
         }
         op_queue pending;
         take_pending(*s, pending);
+        if (s->state != socket_state::closed) take_posted_rdma(*s, pending); // the QP goes now
         while (operation* op = pending.pop()) finish(self, *s, op, -ENETDOWN);
         // A closed one keeps its state: the next progress reaps it (nothing of it is left on
         // the device), not here, where a thread delivering its last completions may hold it.
@@ -99,10 +101,11 @@ void release_device(verbs_instance& self, ibv_context* context) {
         s->cq.reset();
         s->mr.reset();
         s->buffer.reset();
-        s->posted_sends = s->posted_recvs = 0;
+        s->posted_sends = s->posted_recvs = s->rdma_posted = 0;
         s->device = nullptr;
         s->id.reset();
     }
+    release_region_mrs(self, context);
     auto device = self.devices.find(context);
     if (device != self.devices.end()) {
         self.engine->unwatch(device->second->watch);
@@ -125,7 +128,7 @@ void reap_closed(verbs_instance& self) {
             s->disconnect_pending = false;
             stop_connection(*s);
         }
-        if ((s->posted_sends + s->posted_recvs > 0 && now < s->teardown_deadline) || s->claims > 0) {
+        if ((s->posted_sends + s->posted_recvs + s->rdma_posted > 0 && now < s->teardown_deadline) || s->claims > 0) {
             ++it;
             continue;
         }
@@ -174,6 +177,11 @@ int verbs_close(provider::instance* p, socket_handle h) {
                 start_teardown(*self, *other);
             }
         start_teardown(*self, *s);
+        // RDMA requests still posted may move the user's memory: they flush first.
+        quiesce_rdma(*self, *s, lock);
+        take_posted_rdma(*s, cancelled);
+        for (operation* op = finished.front(); op != nullptr; op = op->provider_next) note_delivered(*self, op);
+        for (operation* op = cancelled.front(); op != nullptr; op = op->provider_next) note_delivered(*self, op);
     }
     // Progress moves the QP to error and tells the peer, on its own thread while this one
     // completes what it cancelled.
