@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // sansock-bench: rsockets (librdmacm's rsocket API), with its own close sequence: rshutdown
-// (SHUT_RDWR) then rclose. The measuring half connects to the peer half's listener (bench.hpp),
-// where a thread accepts.
+// (SHUT_RDWR) then rclose. The measuring half (this file) connects to the peer half's listener
+// (system_rsockets_peer.cpp), where a thread accepts; bench/rsockets_common.hpp has what both use.
 //
 // rshutdown waits for every outstanding send with no time-out, and rclose calls it, so a
 // close can block for ever (ofiwg/librdmacm#1). Each measurement therefore runs on a worker
@@ -13,13 +13,8 @@
 // (rsetsockopt stores a bit, nothing reads it; rgetsockopt reports l_linger 0), so there is no
 // hard close; a stream rsocket registers its send buffer (def_wmem, 128 KiB), its receive
 // buffer (def_mem, 128 KiB) and a 2-entry target SGL (2 x 16 bytes).
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <rdma/rsocket.h>
+
 #include <sys/resource.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -27,7 +22,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -35,215 +29,22 @@
 #include <utility>
 #include <vector>
 
-#include "bench/bench.hpp"
+#include "bench/rsockets_common.hpp"
 
 namespace sansock::bench {
 namespace {
 
-constexpr int wait_ms = 10000;                    // bound on every rpoll
+using namespace rs;
+
 constexpr uint64_t stall_limit_ns = 30'000'000'000; // watchdog: no progress for this long
 constexpr int linger_seconds = 10;
 constexpr size_t target_sgl_bytes = 2 * 16; // RS_SGL_SIZE x sizeof(struct rs_sge)
-
-int negated_errno() { return errno > 0 ? -errno : -EIO; }
-
-int fail(std::string& why, int rc, const std::string& what) {
-    why = "rsockets: " + what + ": " + std::strerror(-rc);
-    return rc;
-}
 
 // The worker's progress counter (set on the worker thread only).
 thread_local std::atomic<uint64_t>* progress_counter = nullptr;
 void progress() {
     if (progress_counter) progress_counter->fetch_add(1, std::memory_order_relaxed);
 }
-
-// Owns one rsocket. The destructor runs rsockets' close (which may block: see above).
-class rs_owner {
-public:
-    rs_owner() = default;
-    explicit rs_owner(int fd) : fd_(fd) {}
-    rs_owner(rs_owner&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    rs_owner& operator=(rs_owner&& other) noexcept {
-        if (this != &other) {
-            reset();
-            fd_ = std::exchange(other.fd_, -1);
-        }
-        return *this;
-    }
-    rs_owner(const rs_owner&) = delete;
-    rs_owner& operator=(const rs_owner&) = delete;
-    ~rs_owner() { reset(); }
-    int get() const { return fd_; }
-    int release() { return std::exchange(fd_, -1); }
-    void reset() { close_now(); }
-    // rsockets' close sequence: rshutdown(SHUT_RDWR) then rclose. 0 or a negated errno.
-    int close_now() {
-        int fd = std::exchange(fd_, -1);
-        if (fd < 0) return 0;
-        rshutdown(fd, SHUT_RDWR); // fails harmlessly (ENOTCONN) on listeners or dead links
-        int rc = rclose(fd);      // 0, or a positive EBADF
-        return rc == 0 ? 0 : -(rc > 0 ? rc : EIO);
-    }
-
-private:
-    int fd_ = -1;
-};
-
-int wait_rs(int fd, short events, int timeout_ms = wait_ms) {
-    pollfd pfd{fd, events, 0};
-    for (;;) {
-        int n = rpoll(&pfd, 1, timeout_ms);
-        if (n > 0) return (pfd.revents & POLLNVAL) ? -EBADF : 0;
-        if (n == 0) return -ETIMEDOUT;
-        if (errno != EINTR) return negated_errno();
-    }
-}
-
-int set_nonblocking(int fd) {
-    int flags = rfcntl(fd, F_GETFL);
-    if (flags < 0 || rfcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return negated_errno();
-    return 0;
-}
-
-int send_all(int fd, const uint8_t* data, size_t n) {
-    while (n > 0) {
-        ssize_t k = rsend(fd, data, n, 0);
-        if (k > 0) {
-            data += k;
-            n -= size_t(k);
-            continue;
-        }
-        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (int rc = wait_rs(fd, POLLOUT)) return rc;
-            continue;
-        }
-        if (k < 0 && errno == EINTR) continue;
-        return k == 0 ? -EPIPE : negated_errno();
-    }
-    return 0;
-}
-
-// Receives exactly n bytes: 0, 1 on end of stream first, or a negated errno.
-int recv_exact(int fd, uint8_t* data, size_t n) {
-    while (n > 0) {
-        ssize_t k = rrecv(fd, data, n, 0);
-        if (k > 0) {
-            data += k;
-            n -= size_t(k);
-            continue;
-        }
-        if (k == 0) return 1;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if (int rc = wait_rs(fd, POLLIN)) return rc;
-            continue;
-        }
-        if (errno == EINTR) continue;
-        return negated_errno();
-    }
-    return 0;
-}
-
-int recv_until_eof(int fd) {
-    std::vector<uint8_t> sink(64 * 1024);
-    for (;;) {
-        ssize_t k = rrecv(fd, sink.data(), sink.size(), 0);
-        if (k > 0) continue;
-        if (k == 0) return 0;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if (int rc = wait_rs(fd, POLLIN)) return rc;
-            continue;
-        }
-        if (errno == EINTR) continue;
-        return negated_errno();
-    }
-}
-
-// A listening rsocket and a thread accepting on it; accepted sockets queue up for take().
-class acceptor {
-public:
-    int open(const std::string& address, std::string& why) {
-        if (!parse_address(address, 0, addr_)) return fail(why, -EINVAL, "bad IPv4 or IPv6 address '" + address + "'");
-        listener_ = rs_owner(rsocket(addr_.sa.sa_family, SOCK_STREAM, 0));
-        if (listener_.get() < 0) return fail(why, negated_errno(), "rsocket");
-        if (rbind(listener_.get(), &addr_.sa, address_size(addr_)) != 0)
-            return fail(why, negated_errno(), "rbind " + address);
-        if (rlisten(listener_.get(), 1024) != 0) return fail(why, negated_errno(), "rlisten");
-        if (int rc = set_nonblocking(listener_.get())) return fail(why, rc, "rfcntl O_NONBLOCK");
-        socklen_t len = sizeof addr_;
-        if (rgetsockname(listener_.get(), &addr_.sa, &len) != 0)
-            return fail(why, negated_errno(), "rgetsockname");
-        thread_ = std::jthread([this](std::stop_token stop) { accept_loop(stop); });
-        return 0;
-    }
-
-    ~acceptor() {
-        if (thread_.joinable()) {
-            thread_.request_stop();
-            thread_.join();
-        }
-        // ready_ and listener_ close themselves (members).
-    }
-
-    const net_address& address() const { return addr_; }
-
-    // The next accepted socket (nonblocking), or a negated errno; waits at most peer_wait_ms,
-    // in slices that watch the control channel.
-    int take(control& ctl, rs_owner& out, std::string& why) {
-        for (int waited = 0;; waited += 200) {
-            ctl.beat();
-            {
-                std::unique_lock lock(mutex_); // one already there comes first
-                if (ready_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return !ready_.empty() || error_ != 0; }))
-                    break;
-            }
-            if (ctl.stopping()) return fail(why, -ECANCELED, "raccept (the measuring half ended)");
-            if (waited >= peer_wait_ms) return fail(why, -ETIMEDOUT, "waiting for raccept");
-        }
-        std::lock_guard lock(mutex_);
-        if (ready_.empty()) return fail(why, error_, "raccept");
-        out = std::move(ready_.front());
-        ready_.pop_front();
-        return 0;
-    }
-
-private:
-    // rpoll on a listening rsocket proved unreliable on rxe (it missed or delayed connect
-    // requests by seconds), so the listener is nonblocking and raccept is retried every
-    // 50 us. The accepted socket may still be completing its accept; rsockets finishes that
-    // on its first use.
-    void accept_loop(std::stop_token stop) {
-        int rc = 0;
-        while (!stop.stop_requested()) {
-            rs_owner s(raccept(listener_.get(), nullptr, nullptr));
-            if (s.get() < 0) {
-                rc = negated_errno();
-                if (rc == -EAGAIN || rc == -EWOULDBLOCK || rc == -EINTR) {
-                    std::this_thread::sleep_for(std::chrono::microseconds(50));
-                    rc = 0;
-                    continue;
-                }
-                break;
-            }
-            if ((rc = set_nonblocking(s.get())) != 0) break;
-            std::lock_guard lock(mutex_);
-            ready_.push_back(std::move(s));
-            ready_cv_.notify_all();
-        }
-        if (rc == 0) return;
-        std::lock_guard lock(mutex_);
-        error_ = rc;
-        ready_cv_.notify_all();
-    }
-
-    net_address addr_{};
-    rs_owner listener_;
-    std::mutex mutex_;
-    std::condition_variable ready_cv_;
-    std::deque<rs_owner> ready_;
-    int error_ = 0;
-    std::jthread thread_; // last: stopped and joined before the rest is destroyed
-};
 
 // Measuring half: a connected socket (nonblocking) to the peer half's listener.
 int connect_peer(control& ctl, rs_owner& client, std::string& why) {
@@ -375,26 +176,6 @@ int run_bandwidth(control& ctl, const request& r, measurement& out, std::string&
     return rc;
 }
 
-// Raises the soft descriptor limit to `needed`; restores it on destruction.
-class fd_limit {
-public:
-    explicit fd_limit(rlim_t needed) {
-        if (getrlimit(RLIMIT_NOFILE, &saved_) != 0) return;
-        if (saved_.rlim_cur != RLIM_INFINITY && saved_.rlim_cur < needed) {
-            rlimit raised = saved_;
-            raised.rlim_cur = needed;
-            if (raised.rlim_max != RLIM_INFINITY && raised.rlim_max < needed) raised.rlim_max = needed;
-            changed_ = setrlimit(RLIMIT_NOFILE, &raised) == 0;
-        }
-    }
-    ~fd_limit() {
-        if (changed_) setrlimit(RLIMIT_NOFILE, &saved_);
-    }
-
-private:
-    rlimit saved_{};
-    bool changed_ = false;
-};
 
 int registered_bytes(int fd, uint64_t& bytes) {
     int sndbuf = 0, rcvbuf = 0;
@@ -461,101 +242,6 @@ int measure(const request& r, control& ctl, measurement& out, std::string& why) 
         // in one-process mode the peer half's rsockets share this process's limit.
         fd_limit limit(rlim_t(4 * r.param + 64));
         return run_memory(ctl, r, out, why);
-    }
-    default: break;
-    }
-    why = "rsockets: unknown scenario";
-    return -EINVAL;
-}
-
-// ---- peer half -----------------------------------------------------------------------------
-
-// Reads to end of stream, marks it, closes (rshutdown + rclose, which may wait for ever).
-int drain_mark_close(rs_owner& s, control& ctl, std::string& why, bool mark_after_close) {
-    int rc = recv_until_eof(s.get());
-    if (!mark_after_close) ctl.mark();
-    int closed = s.close_now();
-    if (mark_after_close) ctl.mark();
-    if (rc) return fail(why, rc, "peer reading to end of stream");
-    return closed ? fail(why, closed, "rclose") : 0;
-}
-
-int serve(const request& r, control& ctl, std::string& why) {
-    if (r.what == scenario::listener_close) return ctl.ready(r.address, 0); // the client's own listener
-    fd_limit limit(rlim_t(4 * (r.what == scenario::memory ? r.param : 1) + 64)); // as in measure()
-    acceptor a;
-    if (int rc = a.open(r.address, why)) return rc;
-    if (int rc = ctl.ready(r.address, address_port(a.address()))) return fail(why, rc, "control channel");
-    switch (r.what) {
-    case scenario::graceful_close:
-    case scenario::graceful_to_eof:
-    case scenario::linger_close:
-    case scenario::connect_teardown:
-        return peer_loop(r, ctl, why, [&](std::string& w) {
-            rs_owner s;
-            if (int rc = a.take(ctl, s, w)) return rc;
-            return drain_mark_close(s, ctl, w, r.what == scenario::connect_teardown);
-        });
-    case scenario::ping_pong: {
-        rs_owner server;
-        if (int rc = a.take(ctl, server, why)) return rc;
-        std::vector<uint8_t> buffer(std::max<uint64_t>(r.param, 1));
-        for (;;) {
-            int rc = recv_exact(server.get(), buffer.data(), buffer.size());
-            if (rc == 1) break; // end of stream: the client is done
-            if (rc == 0) rc = send_all(server.get(), buffer.data(), buffer.size());
-            if (rc) return fail(why, rc, "echo");
-            ctl.beat();
-        }
-        int closed = server.close_now();
-        return closed ? fail(why, closed, "rclose") : 0;
-    }
-    case scenario::bandwidth: {
-        rs_owner server;
-        if (int rc = a.take(ctl, server, why)) return rc;
-        const size_t message = std::max<uint64_t>(r.param, 1);
-        const uint64_t total = (r.stream_bytes + message - 1) / message * message;
-        std::vector<uint8_t> buffer(std::min<size_t>(message, 1u << 20));
-        int rc = peer_loop(r, ctl, why, [&](std::string& w) {
-            uint64_t left = total;
-            while (left > 0) {
-                size_t want = size_t(std::min<uint64_t>(left, buffer.size()));
-                ssize_t k = rrecv(server.get(), buffer.data(), want, 0);
-                if (k > 0) {
-                    left -= uint64_t(k);
-                    continue;
-                }
-                if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                    if (int e = wait_rs(server.get(), POLLIN)) return fail(w, e, "sink");
-                    ctl.beat();
-                    continue;
-                }
-                if (k < 0 && errno == EINTR) continue;
-                return fail(w, k == 0 ? -ECONNRESET : negated_errno(), "sink");
-            }
-            uint8_t ack = 1;
-            if (int e = send_all(server.get(), &ack, 1)) return fail(w, e, "sink acknowledgement");
-            return 0;
-        });
-        if (rc == 0) {
-            rc = recv_until_eof(server.get());
-            if (rc) fail(why, rc, "sink reading end of stream");
-        }
-        int closed = server.close_now();
-        if (rc == 0 && closed) rc = fail(why, closed, "rclose");
-        return rc;
-    }
-    case scenario::memory: {
-        std::vector<rs_owner> sockets(r.param);
-        for (auto& s : sockets)
-            if (int rc = a.take(ctl, s, why)) return rc;
-        ctl.mark();
-        for (auto& s : sockets) {
-            recv_until_eof(s.get());
-            s.close_now();
-            ctl.beat();
-        }
-        return 0;
     }
     default: break;
     }
@@ -653,6 +339,7 @@ int run(const request& r, control& ctl, measurement& out, std::string& why) {
 
 } // namespace
 
-const system rsockets_system{"rsockets", not_available, run, serve};
+const system rsockets_system{"rsockets", not_available, run, rs::serve};
 
 } // namespace sansock::bench
+

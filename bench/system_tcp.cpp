@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "bench/bench.hpp"
+#include "bench/stream_io.hpp"
 
 namespace sansock::bench {
 namespace {
@@ -31,40 +32,17 @@ namespace {
 constexpr int wait_ms = 10000;  // bound on every single wait
 constexpr int linger_seconds = 10; // linger_close: SO_LINGER {1, 10}
 
-int negated_errno() { return errno > 0 ? -errno : -EIO; }
+// Kernel TCP's calls for bench/stream_io.hpp. Sockets carry SO_RCVTIMEO / SO_SNDTIMEO: a call
+// that would block has waited its time-out already.
+struct tcp_io {
+    static ssize_t send(int fd, const void* data, size_t n) { return ::send(fd, data, n, MSG_NOSIGNAL); }
+    static ssize_t recv(int fd, void* data, size_t n) { return ::recv(fd, data, n, 0); }
+    static int close(int fd) { return ::close(fd) == 0 ? 0 : negated_errno(); }
+    static int blocked(int, short) { return -ETIMEDOUT; }
+};
 
 // Owns one file descriptor.
-class fd_owner {
-public:
-    fd_owner() = default;
-    explicit fd_owner(int fd) : fd_(fd) {}
-    fd_owner(fd_owner&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    fd_owner& operator=(fd_owner&& other) noexcept {
-        if (this != &other) {
-            reset();
-            fd_ = std::exchange(other.fd_, -1);
-        }
-        return *this;
-    }
-    fd_owner(const fd_owner&) = delete;
-    fd_owner& operator=(const fd_owner&) = delete;
-    ~fd_owner() { reset(); }
-    int get() const { return fd_; }
-    int release() { return std::exchange(fd_, -1); }
-    void reset() {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-    // Closes now and reports close's own result (0 or a negated errno).
-    int close_now() {
-        int fd = release();
-        if (fd < 0) return 0;
-        return ::close(fd) == 0 ? 0 : negated_errno();
-    }
-
-private:
-    int fd_ = -1;
-};
+using fd_owner = descriptor_owner<tcp_io>;
 
 int fail(std::string& why, int rc, const std::string& what) {
     why = "tcp: " + what + ": " + std::strerror(-rc);
@@ -134,52 +112,11 @@ int accept_peer(listener& l, control& ctl, fd_owner& server, std::string& why) {
     return 0;
 }
 
-int send_all(int fd, const uint8_t* data, size_t n) {
-    while (n > 0) {
-        ssize_t k = send(fd, data, n, MSG_NOSIGNAL);
-        if (k > 0) {
-            data += k;
-            n -= size_t(k);
-            continue;
-        }
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return -ETIMEDOUT;
-        return negated_errno();
-    }
-    return 0;
-}
-
+int send_all(int fd, const uint8_t* data, size_t n) { return stream::send_all<tcp_io>(fd, data, n); }
 // 0 when n bytes arrived, 1 on end of stream first, or a negated errno.
-int recv_exact(int fd, uint8_t* data, size_t n) {
-    while (n > 0) {
-        ssize_t k = recv(fd, data, n, 0);
-        if (k > 0) {
-            data += k;
-            n -= size_t(k);
-            continue;
-        }
-        if (k == 0) return 1;
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return -ETIMEDOUT;
-        return negated_errno();
-    }
-    return 0;
-}
-
+int recv_exact(int fd, uint8_t* data, size_t n) { return stream::recv_exact<tcp_io>(fd, data, n); }
 // Reads until end of stream; 0, or a negated errno (a reset counts as an error).
-int recv_until_eof(int fd) {
-    static thread_local std::vector<uint8_t> sink(64 * 1024);
-    for (;;) {
-        ssize_t k = recv(fd, sink.data(), sink.size(), 0);
-        if (k > 0) continue;
-        if (k == 0) return 0;
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return -ETIMEDOUT;
-        return negated_errno();
-    }
-}
-
-
+int recv_until_eof(int fd) { return stream::recv_until_eof<tcp_io>(fd); }
 
 // ---- measuring half ----------------------------------------------------------------------
 
@@ -293,27 +230,6 @@ int run_bandwidth(const request& r, control& ctl, measurement& out, std::string&
     return rc;
 }
 
-// Raises the soft descriptor limit for `needed` descriptors; restores it on destruction.
-class fd_limit {
-public:
-    explicit fd_limit(rlim_t needed) {
-        if (getrlimit(RLIMIT_NOFILE, &saved_) != 0) return;
-        if (saved_.rlim_cur != RLIM_INFINITY && saved_.rlim_cur < needed) {
-            rlimit raised = saved_;
-            raised.rlim_cur = needed;
-            if (raised.rlim_max != RLIM_INFINITY && raised.rlim_max < needed) raised.rlim_max = needed;
-            changed_ = setrlimit(RLIMIT_NOFILE, &raised) == 0;
-        }
-    }
-    ~fd_limit() {
-        if (changed_) setrlimit(RLIMIT_NOFILE, &saved_);
-    }
-
-private:
-    rlimit saved_{};
-    bool changed_ = false;
-};
-
 // Resident bytes per connection end, measured here once the peer half has accepted them all
 // (both ends here in one-process mode: divided by two ends per connection); kernel TCP
 // registers nothing.
@@ -422,14 +338,8 @@ int serve(const request& r, control& ctl, std::string& why) {
     case scenario::ping_pong: {
         fd_owner server;
         if (int rc = accept_peer(l, ctl, server, why)) return rc;
-        std::vector<uint8_t> buffer(r.param);
-        for (;;) {
-            int rc = recv_exact(server.get(), buffer.data(), r.param);
-            if (rc == 1) return 0; // end of stream: the client is done
-            if (rc == 0) rc = send_all(server.get(), buffer.data(), r.param);
-            if (rc) return fail(why, rc, "echo");
-            ctl.beat();
-        }
+        if (int rc = stream::echo_until_eof<tcp_io>(server.get(), r.param, ctl)) return fail(why, rc, "echo");
+        return 0;
     }
     case scenario::bandwidth: {
         fd_owner server;
@@ -437,20 +347,7 @@ int serve(const request& r, control& ctl, std::string& why) {
         const uint64_t total = (r.stream_bytes + r.param - 1) / r.param * r.param;
         std::vector<uint8_t> buffer(std::min<size_t>(r.param, 1u << 20));
         return peer_loop(r, ctl, why, [&](std::string& w) {
-            uint64_t left = total;
-            while (left > 0) {
-                size_t want = size_t(std::min<uint64_t>(left, buffer.size()));
-                ssize_t k = recv(server.get(), buffer.data(), want, 0);
-                if (k > 0) {
-                    left -= uint64_t(k);
-                    continue;
-                }
-                if (k < 0 && errno == EINTR) continue;
-                return fail(w, k == 0 ? -ECONNRESET : (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT : negated_errno(),
-                            "sink");
-            }
-            uint8_t ack = 1;
-            if (int rc = send_all(server.get(), &ack, 1)) return fail(w, rc, "sink acknowledgement");
+            if (int rc = stream::sink<tcp_io>(server.get(), total, buffer, ctl)) return fail(w, rc, "sink");
             return 0;
         });
     }
