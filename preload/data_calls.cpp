@@ -39,11 +39,18 @@ long send_result(long rc, int flags) {
 }
 
 ssize_t stream_send(const fd_entry& e, const void* data, size_t length, int flags) {
-    return send_result(sansock_send(e.value, data, length, flags | MSG_NOSIGNAL), flags);
+    const ssize_t rc = sansock_send(e.value, data, length, flags | MSG_NOSIGNAL);
+    if (rc == -EOPNOTSUPP) say("send flags 0x%x: only MSG_NOSIGNAL, MSG_DONTWAIT and MSG_MORE go over sansock", unsigned(flags));
+    return send_result(rc, flags);
 }
 
+// Flags a Linux TCP receive takes and ignores.
+constexpr int ignored_recv_flags = MSG_NOSIGNAL | MSG_CMSG_CLOEXEC;
+
 ssize_t stream_recv(const fd_entry& e, void* data, size_t length, int flags) {
-    return posix_result(sansock_recv(e.value, data, length, flags));
+    const ssize_t rc = sansock_recv(e.value, data, length, flags & ~ignored_recv_flags);
+    if (rc == -EOPNOTSUPP) say("recv flags 0x%x: only MSG_PEEK, MSG_WAITALL and MSG_DONTWAIT go over sansock", unsigned(flags));
+    return posix_result(rc);
 }
 
 // Gathers into one send when the pieces are small (one message instead of many), else sends
@@ -78,7 +85,7 @@ ssize_t stream_recvv(const fd_entry& e, const iovec* iov, size_t count, int flag
     ssize_t got = 0;
     for (size_t k = 0; k < count; ++k) {
         if (iov[k].iov_len == 0) continue;
-        const ssize_t n = sansock_recv(e.value, iov[k].iov_base, iov[k].iov_len, flags | (got > 0 ? MSG_DONTWAIT : 0));
+        const ssize_t n = sansock_recv(e.value, iov[k].iov_base, iov[k].iov_len, (flags & ~ignored_recv_flags) | (got > 0 ? MSG_DONTWAIT : 0));
         if (n < 0) return got > 0 ? got : posix_result(n);
         got += n;
         if (n == 0 || size_t(n) < iov[k].iov_len) break;

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
 #include "preload/options.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -63,7 +66,10 @@ int remember_option(sansock_socket_t s, int level, int name, const void* value, 
 }
 
 int recall_option(sansock_socket_t s, int level, int name, void* value, socklen_t* length) {
-    int v = 0;
+    // Unset, an option reads as on Linux, except the segment size: sansock has none, and a
+    // reader that takes 0 for nonsense (iperf3) gets the provider's default buffer size, what
+    // one message carries.
+    int v = level == IPPROTO_TCP && name == TCP_MAXSEG ? 16384 : 0;
     {
         std::lock_guard lock(options_mutex());
         const auto it = stored().find(s);

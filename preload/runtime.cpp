@@ -90,8 +90,13 @@ void at_exit() {
     own_calls own;
     for_each_entry([](int fd, const fd_entry& e) {
         if (e.kind == fd_kind::stream) {
-            const int off = 1;
-            sansock_setsockopt(e.value, SOL_SOCKET, SO_DONTLINGER, &off, sizeof off);
+            // A lingering close lingers in the background at exit, as in the kernel.
+            struct linger l{};
+            socklen_t size = sizeof l;
+            if (sansock_getsockopt(e.value, SOL_SOCKET, SO_LINGER, &l, &size) == 0 && l.l_onoff && l.l_linger > 0) {
+                const int off = 1;
+                sansock_setsockopt(e.value, SOL_SOCKET, SO_DONTLINGER, &off, sizeof off);
+            }
             sansock_close(e.value);
         } else if (e.kind == fd_kind::listener) {
             drop_listener(e.value);
