@@ -87,6 +87,20 @@ check "iperf3 -R (server sends)" iperf_case reverse 5202 -R
 check "iperf3 -P 4 (four parallel streams)" iperf_case parallel 5203 -P 4
 check "  ... 5 connections (control, 4 data) went over sansock" at_least "$work/parallel.server" connections_accepted 5
 
+# IPv6: the server listens on :: (iperf3's default, both families), the client dials the
+# device's IPv6 address (SANSOCK_TEST_ADDR6, default fd00::1 from tests/vm/setup-rxe).
+ipv6_case() {
+  local port=5204 address6=${SANSOCK_TEST_ADDR6:-fd00::1}
+  timeout 120 "${run[@]}" --report "$work/ipv6.server" iperf3 -s -1 -p $port > /dev/null 2> "$work/ipv6.server.err" &
+  local server=$!
+  wait_listen $port || return 1
+  timeout 120 "${run[@]}" --report "$work/ipv6.client" iperf3 -c "$address6" -p $port -n 32M > "$work/ipv6.client.out" 2>&1 \
+    || { tail -5 "$work/ipv6.client.out"; return 1; }
+  wait $server || return 1
+  at_least "$work/ipv6.client" connections_opened 2 && at_least "$work/ipv6.server" connections_accepted 2
+}
+check "iperf3 over IPv6 to a server on :: (both families), carried by sansock" ipv6_case
+
 # --- sockperf ping-pong ---------------------------------------------------------------------
 sockperf_case() {
   timeout 60 "${run[@]}" sockperf sr --tcp -i "$address" -p 11111 > "$work/sockperf.server" 2>&1 &
