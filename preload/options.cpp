@@ -4,6 +4,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <pthread.h>
+
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -27,6 +29,12 @@ std::mutex& options_mutex() {
 std::unordered_map<sansock_socket_t, std::vector<stored_option>>& stored() {
     static auto* map = new std::unordered_map<sansock_socket_t, std::vector<stored_option>>;
     return *map;
+}
+
+// A fork while another thread holds the lock would leave it held in the child forever.
+[[gnu::constructor]] void guard_fork() {
+    ::pthread_atfork([] { options_mutex().lock(); }, [] { options_mutex().unlock(); },
+                     [] { options_mutex().unlock(); });
 }
 
 } // namespace
