@@ -94,21 +94,10 @@ void forget_options(sansock_socket_t s) {
 }
 
 long readable_bytes(sansock_socket_t s) {
-    own_calls own;
-    // Received bytes never exceed the receive window, so a peek of the window's size sees them all.
-    int window = 0;
-    socklen_t size = sizeof window;
-    const int rc = sansock_getsockopt(s, SOL_SOCKET, SO_RCVBUF, &window, &size);
-    if (rc != 0) return rc;
-    thread_local std::vector<char> room;
-    try {
-        if (room.size() < size_t(window)) room.resize(size_t(window));
-    } catch (const std::bad_alloc&) {
-        return -ENOMEM;
-    }
-    const ssize_t n = sansock_recv(s, room.data(), room.size(), MSG_PEEK | MSG_DONTWAIT);
-    if (n == -EWOULDBLOCK || n == -EAGAIN || n == 0) return 0;
-    return n;
+    int n = 0;
+    socklen_t size = sizeof n;
+    const int rc = sansock_getsockopt(s, SOL_SOCKET, SANSOCK_SO_NREAD, &n, &size);
+    return rc != 0 ? rc : n;
 }
 
 } // namespace sansock::preload

@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <sys/time.h>
 
+#include <climits>
 #include <cstring>
 
 #include "switch/api_internal.hpp"
@@ -135,6 +136,9 @@ extern "C" int sansock_getsockopt(sansock_socket_t h, int level, int name, void*
     }
     case SO_DONTLINGER: v = s->linger_option.l_onoff == 0; return put(&v, sizeof v);
     case SANSOCK_SO_NONBLOCK: v = s->nonblocking; return put(&v, sizeof v);
+    case SANSOCK_SO_NREAD:
+        v = static_cast<int>(std::min<size_t>(readable_bytes(*s), INT_MAX));
+        return put(&v, sizeof v);
     case SO_SNDBUF: v = static_cast<int>(s->send_buffer_limit); return put(&v, sizeof v);
     case SO_RCVBUF: v = static_cast<int>(s->window_bytes); return put(&v, sizeof v);
     case SO_TYPE: v = SOCK_STREAM; return put(&v, sizeof v);

@@ -263,7 +263,8 @@ int sansock_shutdown(sansock_socket_t s, int how);
 /* SOL_SOCKET options: SO_LINGER (struct linger), SO_DONTLINGER (int; nonzero sets linger
  * off, zero sets it on with the stored interval), SO_SNDBUF, SO_RCVBUF (int, bytes),
  * SO_ERROR (get: the pending error, positive errno, cleared), SO_TYPE (get), SO_KEEPALIVE
- * (int, nonzero: on). And SANSOCK_SO_NONBLOCK (int). IPPROTO_TCP options (int, as on Linux;
+ * (int, nonzero: on). And SANSOCK_SO_NONBLOCK (int), SANSOCK_SO_NREAD (get only, int: the bytes a
+ * recv could take now without waiting, as FIONREAD). IPPROTO_TCP options (int, as on Linux;
  * <netinet/tcp.h>): TCP_KEEPIDLE (seconds, 1 to 32767), TCP_KEEPINTVL (seconds, 1 to 32767),
  * TCP_KEEPCNT (1 to 127); other values -EINVAL. With SO_KEEPALIVE on (by default: see
  * sansock_context_attr), a connection that has received nothing for TCP_KEEPIDLE seconds
@@ -276,6 +277,7 @@ int sansock_shutdown(sansock_socket_t s, int how);
  * -ENOPROTOOPT (unknown option or level), -EINVAL (NULL value, short length), -EFAULT is
  * never returned. */
 #define SANSOCK_SO_NONBLOCK 0x5301
+#define SANSOCK_SO_NREAD 0x5302
 #ifndef SO_DONTLINGER
 #define SO_DONTLINGER ((int)(~SO_LINGER))
 #endif

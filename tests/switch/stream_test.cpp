@@ -105,3 +105,30 @@ TEST_CASE("A 64 MiB stream arrives intact with equal checksums, then a graceful 
 
 } // namespace
 } // namespace sansock::switchtest
+
+namespace sansock::switchtest {
+namespace {
+
+int bytes_readable(sansock_socket_t s) {
+    int n = -1;
+    socklen_t size = sizeof n;
+    REQUIRE(sansock_getsockopt(s, SOL_SOCKET, SANSOCK_SO_NREAD, &n, &size) == 0);
+    return n;
+}
+
+TEST_CASE("SANSOCK_SO_NREAD gives the bytes a recv could take now; it cannot be set") {
+    world w;
+    connection c = connect_pair(w.host(), w.host());
+    CHECK(bytes_readable(c.server) == 0);
+    const std::vector<uint8_t> data = pattern_bytes(0, 3000);
+    REQUIRE(send_all(c.client, data.data(), data.size()) == 0);
+    eventually([&] { return bytes_readable(c.server) == 3000; });
+    CHECK(recv_exact(c.server, 1000) == pattern_bytes(0, 1000));
+    CHECK(bytes_readable(c.server) == 2000);
+    const int one = 1;
+    CHECK(sansock_setsockopt(c.server, SOL_SOCKET, SANSOCK_SO_NREAD, &one, sizeof one) == -ENOPROTOOPT);
+    CHECK(bytes_readable(c.listener) == 0);
+}
+
+} // namespace
+} // namespace sansock::switchtest
