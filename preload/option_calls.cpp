@@ -237,8 +237,7 @@ SANSOCK_PRELOAD_EXPORT int ioctl(int fd, unsigned long request, ...) {
     const fd_entry e = lookup(fd);
     if (e.kind != fd_kind::stream) {
         if (e.kind == fd_kind::inherited) return refuse_inherited(fd);
-        if (e.kind == fd_kind::listener && request == FIONBIO) return real().ioctl(fd, request, arg);
-        return real().ioctl(fd, request, arg);
+        return real().ioctl(fd, request, arg); // a listener's FIONBIO sets its epoll number's O_NONBLOCK, which accept reads
     }
     if (arg == nullptr) {
         errno = EFAULT;
