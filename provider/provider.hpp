@@ -52,7 +52,7 @@ struct operation;
 using completion_routine = void (*)(operation& op) noexcept;
 
 // Flags on an operation.
-inline constexpr uint32_t op_wait_all = 1u << 0; // recv: complete only when `length` bytes arrived
+inline constexpr uint32_t op_wait_all = 1u << 0; // recv (stream mode): complete only when `length` bytes arrived
 
 // An overlapped operation. The submitter owns it and keeps it, and its buffer, valid until the
 // completion routine runs. The provider only links it into its queues (no allocation per op).
@@ -73,6 +73,18 @@ struct operation {
     //   or a negated errno: -ECANCELED (closed while pending), -ECONNRESET (the peer closed
     //   hard or the connection was lost), -ENETDOWN (the device went away), -ECONNREFUSED,
     //   -ETIMEDOUT, -EHOSTUNREACH (connect).
+    //   In message mode (config::messages): send and recv name registered memory, `length`
+    //   bytes at `memory_offset` in registration `memory` (checked at submission: -ENOENT,
+    //   -EINVAL), and `buffer` is not used. A send is one message of 1..slot_size bytes
+    //   (-EMSGSIZE beyond), completing with `length` once the peer's adapter acknowledged it. A
+    //   recv takes exactly one message, completing with its length (1..length); a message
+    //   longer than `length` completes that recv -EMSGSIZE and resets the connection at both
+    //   ends. A message that finds no receive posted at the peer resets the connection at both
+    //   ends (verbs: rnr_retry 0): the submitter's own flow control must prevent it. Receives
+    //   may be posted on a socket that is not connected yet (before connect, or while it
+    //   connects): they are on the device before the connection is established. At most
+    //   recv_slots receives are pending at once (-ENOBUFS beyond); sends beyond send_slots wait
+    //   in the provider, in order with rdma operations. op_wait_all is refused (-EINVAL).
     //   rdma_write, rdma_read  length, once the transfer is done (a write: placed in the
     //   peer's memory as its adapter acknowledged); -EACCES when the peer's side was refused
     //   (bad key, outside the region, no such access, deregistered), after which the
@@ -136,13 +148,20 @@ struct upcalls {
     void (*log)(void* context, log_level level, const char* message) noexcept = nullptr;
 };
 
-// Per-instance settings; the switch passes its context's. Registered memory per connection is
-// send_slots * slot_size + recv_slots * slot_size.
+// Per-instance settings; the switch passes its context's. In stream mode (messages false)
+// registered memory per connection is send_slots * slot_size + recv_slots * slot_size.
 struct config {
     uint32_t slot_size = 16 * 1024; // bytes per registered send or receive buffer
     uint32_t send_slots = 8;        // messages in flight per connection
     uint32_t recv_slots = 8;        // receives pre-posted per connection (= initial credits)
     uint32_t max_sockets = 4096;
+    // Message mode (docs/provider-interface.md, "Message mode"), for the whole instance. Then
+    // send and recv each carry one message of registered memory (see operation), the provider
+    // has no byte stream, no framing and no flow control of its own, and registers nothing per
+    // connection; slot_size is the largest message, send_slots how many sends and recv_slots
+    // how many receives a connection has on the device at once. Both ends of a connection must
+    // be in the same mode (verbs refuses a peer of the other: its handshake version differs).
+    bool messages = false;
     int resolve_timeout_ms = 5000;  // rdma_cm address and route resolution
     void* provider_specific = nullptr; // e.g. the loopback fabric to join
 };
@@ -230,7 +249,10 @@ struct ops {
                            memory_handle* out) = nullptr;
     // Releases a registration: later remote access to it fails, its key is never given again.
     // -ENOENT (not, or no longer, a live handle), -EBUSY while an rdma operation naming it has
-    // not completed (its completion routine has not yet been called). Never allocates.
+    // not completed (its completion routine has not yet been called), and in message mode
+    // while a send or recv naming it is pending or, after the hard close that cancelled it,
+    // may still be on the device (verbs: until its flush was reaped, within a few seconds of
+    // the close): the caller tries again later (progress). Never allocates.
     int (*deregister_memory)(instance* self, memory_handle memory) = nullptr;
     // The descriptor of a remotely accessible region for the peer of connected socket `s` (on
     // verbs the key depends on the device the connection uses). -ENOENT, -ENOTSOCK,
