@@ -68,8 +68,7 @@ void release_handle(stream_socket& s, cancel_list& cancelled) {
             chunk.external = nullptr;
             chunk.op.reset();
         }
-    s.received.clear();
-    s.received_bytes = 0;
+    drop_received(s);
 }
 
 } // namespace
@@ -85,9 +84,8 @@ extern "C" int sansock_shutdown(sansock_socket_t h, int how) try {
     if (how == SHUT_RD || how == SHUT_RDWR) {
         if (!s->shut_read) {
             s->shut_read = true;
-            s->consumed_uncredited += static_cast<uint32_t>(s->received_bytes); // dropped unread
-            s->received.clear();
-            s->received_bytes = 0;
+            s->consumed_uncredited += static_cast<uint32_t>(s->received_bytes); // dropped unread (version 2)
+            drop_received(*s); // version 3: its receive buffers go back to the peer
             deliver_async(*s);
         }
     }

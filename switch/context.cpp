@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <type_traits>
@@ -266,10 +267,28 @@ void run_deferred(context& ctx) {
     }
 }
 
+void retire_region(context& ctx, provider::memory_handle region, uint8_t* memory) {
+    if (ctx.retired_regions.size() < ctx.retired_regions.capacity()) {
+        ctx.retired_regions.push_back({region, memory}); // within the room reserved with its session
+        return;
+    }
+    // Not reached (room is made for every session); leaking beats freeing memory in use.
+    log_message(ctx, SANSOCK_LOG_ERROR, "a connection's control buffers could not be kept for their release");
+}
+
+void release_retired_regions(context& ctx, bool instance_gone) {
+    std::erase_if(ctx.retired_regions, [&](const context::retired_region& r) {
+        if (!instance_gone && ctx.ops.deregister_memory(ctx.instance, r.region) == -EBUSY) return false;
+        std::free(r.memory);
+        return true;
+    });
+}
+
 int progress_once(context& ctx, int timeout_ms) {
     int handled = ctx.ops.progress(ctx.instance, timeout_ms);
     {
         std::lock_guard lock(ctx.mutex);
+        if (!ctx.retired_regions.empty()) release_retired_regions(ctx, false);
         try {
             check_timers(ctx);
         } catch (const std::bad_alloc&) {
@@ -351,6 +370,19 @@ std::chrono::microseconds poll_time(const context& ctx, const stream_socket& s) 
     if (s.last_wait_us >= most) return std::chrono::microseconds(least);
     return std::chrono::microseconds(std::clamp<uint32_t>(2 * s.last_wait_us, least, most));
 }
+
+// The session protocol of a new context (context_hooks::session_version): true in *messages
+// for version 3. A SANSOCK_SESSION_PROTOCOL that is neither 2 nor 3 fails the create.
+int resolve_session_version(const context_hooks& hooks, bool* messages) {
+    int version = hooks.session_version;
+    if (version == 0) {
+        const char* value = std::getenv("SANSOCK_SESSION_PROTOCOL");
+        version = value == nullptr || *value == '\0' ? 2 : std::atoi(value);
+    }
+    if (version != 2 && version != 3) return -EINVAL;
+    *messages = version == 3;
+    return 0;
+}
 } // namespace
 
 bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, ready_fn ready,
@@ -400,10 +432,24 @@ int create_context(const sansock_context_attr* given, const context_hooks& hooks
     const provider::ops* table = hooks.provider_ops;
     if (table == nullptr) table = attr.provider == SANSOCK_PROVIDER_LOOPBACK ? &loopback_ops : &verbs::verbs_ops;
     ctx->ops = provider::with_defaults(*table);
+    if (int rc = resolve_session_version(hooks, &ctx->messages)) {
+        context_leaves();
+        return rc;
+    }
     provider::config config;
     config.slot_size = attr.slot_size;
     config.send_slots = attr.send_slots;
     config.recv_slots = attr.recv_slots;
+    // The attributes' ranges are the same for both versions (include/sansock/sansock.h).
+    if (int rc = provider::check_config(config)) {
+        context_leaves();
+        return rc;
+    }
+    config.messages = ctx->messages;
+    if (ctx->messages) { // the provider holds what a connection's pool posts (message_data.cpp)
+        config.send_slots = std::max(attr.send_slots, 2u);
+        config.recv_slots = std::clamp(attr.recv_slots, msg::min_buffers, msg::max_buffers);
+    }
     config.provider_specific = hooks.provider_specific;
     if (config.provider_specific == nullptr && attr.provider == SANSOCK_PROVIDER_LOOPBACK && hooks.provider_ops == nullptr) {
         config.provider_specific = acquire_shared_fabric();
@@ -554,6 +600,9 @@ extern "C" int sansock_context_destroy(sansock_context* c) try {
     std::vector<sansock::sw::ready_callback> callbacks;
     {
         std::lock_guard lock(ctx->mutex);
+        // The provider is gone, and every registration with it: the pools are only memory now.
+        ctx->instance = nullptr;
+        sansock::sw::release_retired_regions(*ctx, true);
         ctx->provider_closes.clear();
         callbacks.swap(ctx->callbacks);
     }

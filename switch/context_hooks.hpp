@@ -22,6 +22,9 @@ struct context_hooks {
     // The time every time-out of the context is measured in; null: std::chrono::steady_clock.
     // With an injected clock, time-outs are checked whenever the context makes progress.
     std::function<std::chrono::steady_clock::time_point()> now;
+    // The session protocol version the context speaks: 2 (over the provider's byte stream) or
+    // 3 (over a message-mode provider); 0: the environment's SANSOCK_SESSION_PROTOCOL, else 2.
+    int session_version = 0;
 };
 
 int create_context(const sansock_context_attr* attr, const context_hooks& hooks, sansock_context** out);

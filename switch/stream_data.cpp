@@ -226,6 +226,10 @@ bool send_frames(stream_socket& s) {
 } // namespace
 
 void pump_send(stream_socket& s) {
+    if (s.messages) {
+        pump_messages(s);
+        return;
+    }
     // What the caller queued or shut is published also when nothing can go yet (before HELLO).
     if (s.state == socket_state::connected && s.ps != 0 && s.session.hello_received && send_frames(s) &&
         s.shut_write && s.send_queue.empty() && !s.session.fin_sent) {
@@ -237,6 +241,11 @@ void pump_send(stream_socket& s) {
 size_t readable_bytes(const stream_socket& s) { return s.received_bytes; }
 
 size_t take_received(stream_socket& s, uint8_t* out, size_t length) {
+    if (s.messages) {
+        const size_t taken = take_held(s, out, length);
+        socket_changed(s);
+        return taken;
+    }
     size_t copied = 0;
     while (copied < length && !s.received.empty()) {
         received_block& front = s.received.front();
@@ -255,6 +264,15 @@ size_t take_received(stream_socket& s, uint8_t* out, size_t length) {
     return_credit(s);
     socket_changed(s);
     return copied;
+}
+
+void drop_received(stream_socket& s) {
+    if (s.messages) {
+        drop_held(s);
+        return;
+    }
+    s.received.clear();
+    s.received_bytes = 0;
 }
 
 void deliver_async(stream_socket& s) {

@@ -42,6 +42,7 @@ int send_request(stream_socket& s, provider_request* r) {
 }
 
 int send_control(stream_socket& s, session::message_type type, uint32_t value) {
+    if (s.messages) return queue_control_message(s, type, value);
     if (s.ps == 0) return -ENOTCONN;
     provider_request* r = new_request(s, provider::operation_kind::send);
     if (r == nullptr) return -ENOMEM;
@@ -90,7 +91,12 @@ int post_accept(stream_socket& s) {
 }
 
 int start_connect(stream_socket& s, const sockaddr* address, socklen_t length) {
+    // Version 3: the receives are posted before the connection exists, so the accepting side's
+    // HELLO finds them.
+    if (s.ctx->messages && !s.messages)
+        if (int rc = open_message_session(s, false)) return rc;
     provider_request* r = new_request(s, provider::operation_kind::connect);
+    if (r == nullptr) return -ENOMEM;
     std::memcpy(&r->address, address, std::min<size_t>(length, sizeof r->address));
     r->address_length = length;
     s.connect_request = r;

@@ -44,6 +44,17 @@ void start_connection(stream_socket& s) {
     s.ctx->ops.getpeername(s.ctx->instance, s.ps, &s.peer_address.sa, &length);
     s.local_address = address::to_family(s.local_address, s.family);
     s.peer_address = address::to_family(s.peer_address, s.family);
+    if (s.ctx->messages) {
+        int rc = s.messages ? 0 : open_message_session(s, true);
+        if (rc != 0) {
+            report_reset(s, true, SANSOCK_RESET_ABORTIVE_CLOSE, "its control buffers could not be set up");
+            fail_socket(s, rc == -ENOMEM ? rc : -ECONNRESET);
+            hard_close(s);
+            return;
+        }
+        start_message_session(s);
+        return;
+    }
     if (int rc = send_control(s, session::message_type::hello, window)) {
         report_reset(s, false, received_reason(rc));
         fail_socket(s, -ECONNRESET);
@@ -73,8 +84,7 @@ void fail_socket(stream_socket& s, int code) {
     s.state = socket_state::failed;
     s.failure = code;
     s.pending_error = code;
-    s.received.clear();
-    s.received_bytes = 0;
+    drop_received(s);
     cancel_user_operations(s, code);
     socket_changed(s);
 }

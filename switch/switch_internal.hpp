@@ -26,6 +26,7 @@
 #include "sansock/sansock.h"
 #include "switch/context_hooks.hpp"
 #include "switch/context_layer.hpp"
+#include "switch/message_session.hpp"
 #include "switch/session_protocol.hpp"
 #include "switch/socket_fd.hpp"
 
@@ -154,6 +155,10 @@ struct stream_socket {
     bool finished = false;             // nothing more to do but free it
 
     pollable_fd fd;                    // sansock_socket_fd's descriptor, made at its first call; closed with the handle
+
+    // Session protocol version 3 (context::messages): the connection's control buffers and
+    // credits, from before its connect (or at its accept) to its free. Null on version 2.
+    std::unique_ptr<message_session> messages;
 };
 
 struct context {
@@ -162,6 +167,15 @@ struct context {
     provider::ops ops{};
     provider::instance* instance = nullptr;
     bool manual_progress = false;
+    // Session protocol version 3 over a message-mode provider (docs/protocol.md, part 2);
+    // false: version 2 over the provider's byte stream.
+    bool messages = false;
+    size_t message_sessions = 0;       // live message_session objects (registered pools)
+    struct retired_region {
+        provider::memory_handle region;
+        uint8_t* memory;
+    };
+    std::vector<retired_region> retired_regions; // pools the provider still used when freed
 
     std::mutex mutex;                  // every socket of the context
     std::condition_variable changed;   // any socket's state changed
@@ -315,6 +329,9 @@ void maybe_free(stream_socket& s);
 void pump_send(stream_socket& s);
 size_t readable_bytes(const stream_socket& s);
 size_t take_received(stream_socket& s, uint8_t* out, size_t length);
+// Unread data is dropped (close, shutdown for reading, failure); version 3 gives its receive
+// buffers back to the peer while the connection lives.
+void drop_received(stream_socket& s);
 void finish_graceful_if_done(stream_socket& s);
 void fail_socket(stream_socket& s, int code);
 void deliver_async(stream_socket& s);

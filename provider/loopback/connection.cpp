@@ -68,11 +68,42 @@ static void ring_read(lsock* s, uint8_t* data, size_t n) {
     s->ring_count -= n;
 }
 
+// Message mode: each pending send of `from` is copied whole into the peer's oldest receive,
+// region to region. What an adapter would refuse resets the connection at both ends: a message
+// with no receive posted (verbs' rnr_retry 0), or one longer than the receive (that receive
+// completes -EMSGSIZE).
+static void move_messages(lsock* from, lsock* to) {
+    while (!from->sends.empty()) {
+        operation* recv = to->recvs.head;
+        operation* send = from->sends.head;
+        if (recv == nullptr || recv->length < send->length) {
+            if (recv != nullptr) complete(to, to->recvs.pop(), -EMSGSIZE);
+            from->peer = nullptr;
+            to->peer = nullptr;
+            reset_socket(to, connection_event::peer_reset, -ECONNRESET);
+            reset_socket(from, connection_event::peer_reset, -ECONNRESET);
+            return;
+        }
+        // Both regions are busy while their operations are pending: still registered.
+        const lregion* source = from->owner->regions.find(send->memory);
+        lregion* target = to->owner->regions.find(recv->memory);
+        std::memcpy(target->address + recv->memory_offset, source->address + send->memory_offset, send->length);
+        from->sends.pop();
+        to->recvs.pop();
+        complete(to, recv, int64_t(send->length));
+        complete(from, send, int64_t(send->length));
+    }
+}
+
 // Moves bytes from `from`'s pending sends into its peer's window and from there into the
 // peer's pending receives, until neither can advance.
 void move_bytes(lsock* from) {
     lsock* to = from->peer;
     if (to == nullptr || from->frozen || to->frozen) return;
+    if (from->owner->settings.messages) {
+        move_messages(from, to);
+        return;
+    }
     for (;;) {
         bool moved = false;
         while (!from->sends.empty() && to->ring_count < to->ring_capacity) {

@@ -170,7 +170,8 @@ int lb_query_memory(provider::instance* self, provider::memory_stats* out) {
     if (inst == nullptr || out == nullptr) return -EINVAL;
     std::lock_guard lock(inst->net->mutex);
     *out = {};
-    out->per_connection_bytes =
+    // Message mode registers nothing per connection: the switch's own regions count instead.
+    out->per_connection_bytes = inst->settings.messages ? 0 :
         (uint64_t(inst->settings.send_slots) + inst->settings.recv_slots) * inst->settings.slot_size;
     inst->table.for_each([&](uint64_t, lsock* s) {
         if (s->accepted) ++out->sockets;

@@ -62,7 +62,8 @@ void run_rdma(lsock* s) {
 }
 
 void note_delivered(loop_instance* inst, const operation* op) {
-    if (!is_rdma(op)) return;
+    const bool message = inst->settings.messages && (op->kind == operation_kind::send || op->kind == operation_kind::recv);
+    if (!is_rdma(op) && !message) return;
     if (lregion* r = inst->regions.find(op->memory); r != nullptr && r->pending > 0) --r->pending;
 }
 

@@ -21,6 +21,7 @@ int check_op(const operation* op, operation_kind kind) {
 }
 
 bool allocate_window(lsock* s) {
+    if (s->owner->settings.messages) return true; // no window: the messages go region to region
     s->ring_capacity = window_bytes(s->owner->settings);
     s->ring.reset(new (std::nothrow) uint8_t[s->ring_capacity]);
     if (!s->ring) s->ring_capacity = 0;
@@ -35,9 +36,33 @@ void give_to_accept(lsock* listener, lsock* arrival, operation* op) {
     complete(listener, op, 0);
 }
 
+// Message mode's checks of send and recv (provider.hpp): the registered range, the size of a
+// message, the receives a connection may have; the region is busy from here to the delivery.
+int check_message(lsock* s, operation* op, operation_kind kind) {
+    if (op == nullptr || op->complete == nullptr || op->kind != kind || op->length == 0 ||
+        (op->flags & provider::op_wait_all) != 0)
+        return -EINVAL;
+    lregion* r = s->owner->regions.find(op->memory);
+    if (r == nullptr) return -ENOENT;
+    if (op->memory_offset > r->length || op->length > r->length - op->memory_offset) return -EINVAL;
+    if (kind == operation_kind::send && op->length > s->owner->settings.slot_size) return -EMSGSIZE;
+    if (s->state == sock_state::reset) return -ECONNRESET;
+    // Receives may wait on a socket that is not connected yet (not a listener).
+    const bool early_recv = kind == operation_kind::recv && s->state == sock_state::fresh;
+    if (s->state != sock_state::connected && !early_recv) return -ENOTCONN;
+    if (kind == operation_kind::recv) {
+        uint32_t pending = 0;
+        for (const operation* o = s->recvs.head; o != nullptr; o = o->provider_next) ++pending;
+        if (pending >= s->owner->settings.recv_slots) return -ENOBUFS;
+    }
+    ++r->pending;
+    return 0;
+}
+
 // Common checks of send and recv on a socket found under the lock: 0 or a negated errno.
 int check_data(lsock* s, operation* op, operation_kind kind) {
     if (s->owner->down) return -ENETDOWN;
+    if (s->owner->settings.messages) return check_message(s, op, kind);
     if (int rc = check_op(op, kind); rc < 0) return rc;
     if (s->state == sock_state::reset) return -ECONNRESET;
     if (s->state != sock_state::connected) return -ENOTCONN;
@@ -81,7 +106,7 @@ int lb_bind(provider::instance* self, socket_handle h, const sockaddr* address, 
 int lb_listen(provider::instance* self, socket_handle h, int backlog) {
     return with_socket(self, h, [&](lsock* s) -> int {
         if (s->owner->down) return -ENETDOWN;
-        if (s->state != sock_state::fresh) return -EINVAL;
+        if (s->state != sock_state::fresh || !s->recvs.empty()) return -EINVAL; // receives wait for a connection
         if (!s->bound) {
             socket_address any{};
             any.v4.sin_family = AF_INET;
@@ -142,6 +167,8 @@ int lb_connect(provider::instance* self, socket_handle h, operation* op) {
             s->local = local;
         }
         lsock* listener = find_listener(*inst->net, target);
+        // Both ends speak the same mode (verbs: the handshake versions must match).
+        if (listener != nullptr && listener->owner->settings.messages != inst->settings.messages) listener = nullptr;
         if (listener == nullptr) {
             s->failure = -ECONNREFUSED;
             complete(s, op, -ECONNREFUSED);

@@ -75,6 +75,7 @@ public:
         context_hooks hooks;
         hooks.provider_specific = w.fabric();
         hooks.now = w.clock.function();
+        hooks.session_version = w.session_version;
         REQUIRE(create_context(&attr, hooks, &ctx) == 0);
     }
     ~host() { CHECK(bounded("sansock_context_destroy", [c = ctx] { return sansock_context_destroy(c); }) == 0); }
@@ -419,6 +420,7 @@ session::header read_message(raw_peer& raw, session::message_type type) {
 TEST_CASE("On the wire: the switch probes with KEEPALIVE 0 after idle seconds, and answers a probe with KEEPALIVE 1") {
     watchdog guard("keepalive, raw peer");
     world w;
+    w.session_version = 2; // the raw peer speaks version 2
     host a(w);
     raw_peer& raw = w.keep(std::make_unique<raw_peer>(w.fabric()));
     uint16_t port = 0;

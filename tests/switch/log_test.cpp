@@ -79,6 +79,7 @@ public:
         context_hooks hooks;
         hooks.provider_specific = w.fabric();
         hooks.now = w.clock.function();
+        hooks.session_version = w.session_version;
         REQUIRE(create_context(&attr, hooks, &ctx_) == 0);
     }
     ~logged_host() { CHECK(bounded("sansock_context_destroy", [c = ctx_] { return sansock_context_destroy(c); }) == 0); }
@@ -237,6 +238,7 @@ TEST_CASE("A reset is logged once, naming both addresses, the handle it was and 
 TEST_CASE("A protocol violation by the peer is a warning naming the connection and the violation") {
     watchdog guard("protocol violation message");
     world w;
+    w.session_version = 2; // the raw peer speaks version 2
     log_sink sink;
     logged_host a(w, {SANSOCK_LOG_WARN, &sink});
     raw_peer raw(w.fabric());

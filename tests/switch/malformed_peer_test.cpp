@@ -140,6 +140,7 @@ std::vector<attack> attacks() {
 TEST_CASE("A well-behaved raw peer exchanges HELLO, DATA and FIN with the switch") {
     watchdog guard("raw peer, well-behaved");
     world w;
+    w.session_version = 2; // the raw peer speaks version 2
     host_options o;
     o.window_bytes = switch_window;
     sansock_context* a = w.host(o);
@@ -220,6 +221,7 @@ TEST_CASE("A malformed message resets that connection only") {
     CAPTURE(chosen.name);
 
     world w;
+    w.session_version = 2; // the raw peer speaks version 2
     host_options o;
     o.window_bytes = switch_window;
     sansock_context* a = w.host(o);

@@ -244,6 +244,7 @@ TEST_CASE("A background graceful close ended by the time-out: graceful_timed_out
 TEST_CASE("A protocol error by the peer: a reset sent for that reason; the payload before it is counted") {
     watchdog guard("stats, protocol error");
     world w;
+    w.session_version = 2; // the raw peer speaks version 2
     sansock_context* a = w.host();
     raw_peer raw(w.fabric());
     uint16_t port = 0;

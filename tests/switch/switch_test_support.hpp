@@ -103,6 +103,7 @@ public:
         context_hooks hooks;
         hooks.provider_specific = net_;
         hooks.provider_ops = o.provider_ops;
+        hooks.session_version = session_version;
         if (o.use_manual_clock) hooks.now = clock.function();
         sansock_context* ctx = nullptr;
         const int rc = create_context(&attr, hooks, &ctx);
@@ -122,6 +123,9 @@ public:
     }
 
     manual_clock clock;
+    // The session protocol of the hosts made from now on (context_hooks::session_version; 0:
+    // the environment's). The raw_peer below speaks version 2 over a stream-mode provider.
+    int session_version = 0;
 
 private:
     loopback::fabric* net_;
