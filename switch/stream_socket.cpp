@@ -162,11 +162,17 @@ socket_internals internals_of(sansock_socket_t handle) {
     std::lock_guard lock(found->ctx->mutex);
     const sw::stream_socket* s = sw::find_registered(handle);
     if (s != found) return out;
-    out.window = s->session.our_window;
     out.unread = s->received_bytes;
-    out.buffer_bytes = s->staging.capacity() + s->spare_staging.capacity() + s->spare_compact.capacity();
-    for (const sw::received_block& block : s->received) out.buffer_bytes += block.bytes.capacity();
-    out.bookkeeping_bytes = s->received.size() * sizeof(sw::received_block);
+    if (const sw::message_session* m = s->messages.get()) { // version 3: the registered pool
+        out.window = m->recv_buffers * (m->buffer_size - uint32_t(msg::header_size));
+        out.buffer_bytes = m->memory_bytes;
+        out.bookkeeping_bytes = m->recv_buffers * sizeof(sw::held_buffer);
+    } else {
+        out.window = s->session.our_window;
+        out.buffer_bytes = s->staging.capacity() + s->spare_staging.capacity() + s->spare_compact.capacity();
+        for (const sw::received_block& block : s->received) out.buffer_bytes += block.bytes.capacity();
+        out.bookkeeping_bytes = s->received.size() * sizeof(sw::received_block);
+    }
     out.probes_sent = s->probes_sent;
     out.probe_replies = s->probe_replies;
     out.probes_unanswered = s->probes_unanswered;
