@@ -41,7 +41,7 @@ int async_data_call(sansock_socket_t h, socket_call& lock, const void* buffer, s
 
 // Copies up to `length` received bytes without consuming them (MSG_PEEK).
 size_t peek_received(const stream_socket& s, uint8_t* out, size_t length) {
-    if (s.messages) return peek_held(s, out, length);
+    if (s.ctx->messages) return peek_held(s, out, length);
     size_t copied = 0;
     for (const received_block& block : s.received) {
         if (copied == length) break;

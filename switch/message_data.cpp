@@ -344,6 +344,7 @@ int queue_control_message(stream_socket& s, session::message_type type, uint32_t
 }
 
 size_t take_held(stream_socket& s, uint8_t* out, size_t length) {
+    if (!s.messages) return 0; // released with its connection
     message_session& m = *s.messages;
     size_t copied = 0;
     while (copied < length && m.held_count > 0) {
@@ -365,6 +366,7 @@ size_t take_held(stream_socket& s, uint8_t* out, size_t length) {
 }
 
 size_t peek_held(const stream_socket& s, uint8_t* out, size_t length) {
+    if (!s.messages) return 0;
     const message_session& m = *s.messages;
     size_t copied = 0;
     for (uint32_t i = 0; i < m.held_count && copied < length; ++i) {

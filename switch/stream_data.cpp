@@ -226,7 +226,7 @@ bool send_frames(stream_socket& s) {
 } // namespace
 
 void pump_send(stream_socket& s) {
-    if (s.messages) {
+    if (s.ctx->messages) {
         pump_messages(s);
         return;
     }
@@ -241,7 +241,7 @@ void pump_send(stream_socket& s) {
 size_t readable_bytes(const stream_socket& s) { return s.received_bytes; }
 
 size_t take_received(stream_socket& s, uint8_t* out, size_t length) {
-    if (s.messages) {
+    if (s.ctx->messages) {
         const size_t taken = take_held(s, out, length);
         socket_changed(s);
         return taken;
@@ -267,7 +267,7 @@ size_t take_received(stream_socket& s, uint8_t* out, size_t length) {
 }
 
 void drop_received(stream_socket& s) {
-    if (s.messages) {
+    if (s.ctx->messages) {
         drop_held(s);
         return;
     }

@@ -42,7 +42,7 @@ int send_request(stream_socket& s, provider_request* r) {
 }
 
 int send_control(stream_socket& s, session::message_type type, uint32_t value) {
-    if (s.messages) return queue_control_message(s, type, value);
+    if (s.ctx->messages) return queue_control_message(s, type, value);
     if (s.ps == 0) return -ENOTCONN;
     provider_request* r = new_request(s, provider::operation_kind::send);
     if (r == nullptr) return -ENOMEM;
