@@ -149,6 +149,8 @@ static void handle_cm_event(verbs_instance& self, rdma_cm_event& event, rdma_cm_
             }
             if (rc != 0) {
                 if (s->qp) log(self, provider::log_level::error, "verbs: rdma_connect failed: %s", describe(rc));
+                else if (self.settings.messages)
+                    log(self, provider::log_level::error, "verbs: cannot set up the connection's QP or post its receives: %s", describe(rc));
                 else log(self, provider::log_level::error,
                          "verbs: cannot set up the connection's QP or register its %zu-byte buffer: %s",
                          s->buffer_bytes, describe(rc));

@@ -119,7 +119,13 @@ int build_connection(verbs_instance& self, vsocket& s, rdma_cm_id* id) {
     s.qp = queue_pair(id);
     s.max_inline = attr.cap.max_inline_data; // what the device granted
     for (uint32_t slot = s.send_slots; slot-- > 0;) s.free_send_slots.push_back(slot);
-    if (self.settings.messages) return post_early_receives(self, s);
+    if (self.settings.messages) {
+        if ((rc = post_early_receives(self, s)) != 0) { // the connect fails: no QP, regions released
+            release_message_slots(self, s);
+            s.qp.reset();
+        }
+        return rc;
+    }
     for (uint32_t slot = 0; slot < s.recv_slots; ++slot)
         if ((rc = post_receive(s, slot)) != 0) return rc;
     return 0;
