@@ -352,6 +352,8 @@ TEST_CASE("message mode: a hard close with sends and receives pending cancels ea
     }
     const int busy = hosts.ops.deregister_memory(hosts.a(), ra.handle);
     MESSAGE(std::string(hosts.fx.name) << ": deregister_memory right after the close: " << busy);
+    // On verbs the requests are still on the QP: with a's progress stopped no flush is reaped.
+    if (std::string(hosts.fx.name) == "verbs") CHECK(busy == -EBUSY);
     if (busy == -EBUSY) {
         hosts.start_progress(0); // the background teardown reaps the flushes
         CHECK(deregister_within(hosts, ra) == 0);
