@@ -19,7 +19,7 @@ void rearm_completions(verbs_instance& self, vsocket& s) {
 }
 
 // A socket whose QP carries the user's traffic (connected, or about to be).
-static bool receiving(const vsocket& s) {
+bool receiving(const vsocket& s) {
     return s.state == socket_state::connected ||
            ((s.state == socket_state::connecting || s.state == socket_state::accepting) && s.qp);
 }
@@ -27,6 +27,10 @@ static bool receiving(const vsocket& s) {
 static void handle_completion(verbs_instance& self, vsocket& s, const ibv_wc& wc) {
     if ((wc.wr_id & (recv_wr_flag | rdma_wr_flag)) == rdma_wr_flag) {
         on_rdma_completion(self, s, wc);
+        return;
+    }
+    if (self.settings.messages) {
+        on_message_completion(self, s, wc);
         return;
     }
     if (wc.wr_id & recv_wr_flag) {

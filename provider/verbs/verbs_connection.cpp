@@ -9,17 +9,34 @@
 
 namespace sansock::verbs::detail {
 
-static handshake our_handshake(const vsocket& s) {
-    return {handshake_magic, handshake_version, 0, s.recv_slots, s.slot_size};
+static uint16_t our_version(const verbs_instance& self) {
+    return self.settings.messages ? message_handshake_version : handshake_version;
+}
+
+static handshake our_handshake(const verbs_instance& self) {
+    return {handshake_magic, our_version(self), 0, self.settings.recv_slots, self.settings.slot_size};
+}
+
+// A handshake of ours in `data` whose version is not this instance's: said in the log, -EPROTO.
+static int check_version(const verbs_instance& self, const void* data, uint8_t length, const char* what) {
+    handshake peer{};
+    if (data == nullptr || length < sizeof peer) return 0;
+    std::memcpy(&peer, data, sizeof peer);
+    if (peer.magic != handshake_magic || peer.version == our_version(self)) return 0;
+    log(self, provider::log_level::warn, "verbs: %s a peer of handshake version %u; this instance speaks version %u (%s mode)",
+        what, unsigned(peer.version), unsigned(our_version(self)), self.settings.messages ? "message" : "stream");
+    return -EPROTO;
 }
 
 // The peer's handshake, checked; 0 or -EPROTO.
-static int take_peer_handshake(vsocket& s, const void* data, uint8_t length) {
+static int take_peer_handshake(const verbs_instance& self, vsocket& s, const void* data, uint8_t length) {
+    if (int rc = check_version(self, data, length, s.state == socket_state::accepting ? "refused" : "cannot connect to"))
+        return rc;
     handshake peer{};
     if (data == nullptr || length < sizeof peer) return -EPROTO;
     std::memcpy(&peer, data, sizeof peer);
-    if (peer.magic != handshake_magic || peer.version != handshake_version || peer.recv_slots < 2 || peer.slot_size < 64)
-        return -EPROTO;
+    if (peer.magic != handshake_magic || peer.recv_slots < 2 || peer.slot_size < 64) return -EPROTO;
+    if (self.settings.messages) return 0; // no credits, no fragments: the user's flow control
     s.credits += peer.recv_slots; // credits returned before our ESTABLISHED was handled are kept
     s.fragment_size = std::min(s.slot_size, peer.slot_size);
     return 0;
@@ -49,6 +66,9 @@ void fail_connect(verbs_instance& self, vsocket& s, int code) {
     s.state = socket_state::failed;
     s.failure = code;
     if (operation* op = std::exchange(s.connect_op, nullptr)) finish(self, s, op, code);
+    op_queue pending; // message mode: receives posted before the connect
+    take_pending(s, pending);
+    while (operation* op = pending.pop()) finish(self, s, op, code);
     stop_connection(s);
 }
 
@@ -72,11 +92,11 @@ static void handle_connect_request(verbs_instance& self, vsocket* listener, rdma
     s.state = socket_state::accepting;
     s.listener = listener;
     int rc = build_connection(self, s, id);
-    if (rc == 0) rc = take_peer_handshake(s, event.param.conn.private_data, event.param.conn.private_data_len);
+    if (rc == 0) rc = take_peer_handshake(self, s, event.param.conn.private_data, event.param.conn.private_data_len);
     auto kept = self.sockets.end(); // its place in the list, made before the accept can succeed
     if (rc == 0) rc = reserve_socket(self, &s, &kept);
     if (rc == 0) {
-        handshake ours = our_handshake(s);
+        handshake ours = our_handshake(self);
         rdma_conn_param param{};
         param.private_data = &ours;
         param.private_data_len = sizeof ours;
@@ -117,7 +137,7 @@ static void handle_cm_event(verbs_instance& self, rdma_cm_event& event, rdma_cm_
         if (s->state == socket_state::connecting) {
             int rc = build_connection(self, *s, s->id.get());
             if (rc == 0) {
-                handshake ours = our_handshake(*s);
+                handshake ours = our_handshake(self);
                 rdma_conn_param param{};
                 param.private_data = &ours;
                 param.private_data_len = sizeof ours;
@@ -129,6 +149,8 @@ static void handle_cm_event(verbs_instance& self, rdma_cm_event& event, rdma_cm_
             }
             if (rc != 0) {
                 if (s->qp) log(self, provider::log_level::error, "verbs: rdma_connect failed: %s", describe(rc));
+                else if (self.settings.messages)
+                    log(self, provider::log_level::error, "verbs: cannot set up the connection's QP or post its receives: %s", describe(rc));
                 else log(self, provider::log_level::error,
                          "verbs: cannot set up the connection's QP or register its %zu-byte buffer: %s",
                          s->buffer_bytes, describe(rc));
@@ -144,6 +166,13 @@ static void handle_cm_event(verbs_instance& self, rdma_cm_event& event, rdma_cm_
         fail_connect(self, *s, -ETIMEDOUT);
         break;
     case RDMA_CM_EVENT_REJECTED:
+        // A listener of the other handshake version sends its own handshake with the reject.
+        if (s->state == socket_state::connecting &&
+            check_version(self, event.param.conn.private_data, event.param.conn.private_data_len, "was refused by") != 0) {
+            fail_connect(self, *s, -EPROTO);
+            break;
+        }
+        [[fallthrough]];
     case RDMA_CM_EVENT_CONNECT_ERROR:
         fail_connect(self, *s, -ECONNREFUSED);
         if (s->state == socket_state::accepting && s->listener != nullptr) {
@@ -154,14 +183,15 @@ static void handle_cm_event(verbs_instance& self, rdma_cm_event& event, rdma_cm_
         break;
     case RDMA_CM_EVENT_ESTABLISHED:
         if (s->state == socket_state::connecting) {
-            int rc = take_peer_handshake(*s, event.param.conn.private_data, event.param.conn.private_data_len);
+            int rc = take_peer_handshake(self, *s, event.param.conn.private_data, event.param.conn.private_data_len);
             if (rc != 0) {
                 fail_connect(self, *s, rc);
                 break;
             }
             s->state = socket_state::connected;
             if (operation* op = std::exchange(s->connect_op, nullptr)) finish(self, *s, op, 0);
-            pump_sends(self, *s);
+            if (self.settings.messages) deliver_early(self, *s); // after the connect's completion
+            else pump_sends(self, *s);
         } else if (s->state == socket_state::accepting) {
             s->state = socket_state::connected;
             vsocket* listener = s->listener;
@@ -207,7 +237,8 @@ void on_cm_events(void* context, int, uint32_t) noexcept {
         if (removed != nullptr) release_device(self, removed);
         // An id we will not keep can only be destroyed once its event is acknowledged.
         if (rdma_cm_id* id = reject) {
-            rdma_reject(id, nullptr, 0);
+            const handshake ours = our_handshake(self); // so a peer of the other version can say why
+            rdma_reject(id, &ours, sizeof ours);
             if (id->qp != nullptr) rdma_destroy_qp(id);
             if (int rc = rdma_destroy_id(id)) report_destroy_failure(&self.destroy_logging, "rdma_destroy_id", rc);
         }
@@ -241,6 +272,7 @@ int verbs_listen(provider::instance* p, socket_handle h, int backlog) {
     if (s == nullptr) return -ENOTSOCK;
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::bound) return s->state == socket_state::fresh ? -EDESTADDRREQ : -EINVAL;
+    if (s->message_recvs > 0) return -EINVAL; // receives wait for a connection a listener never has
     if (backlog <= 0) backlog = 128;
     if (int rc = checked(rdma_listen(s->id.get(), backlog))) return rc;
     s->backlog = backlog;

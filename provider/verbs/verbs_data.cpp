@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// The verbs provider's data path: posting sends and receives, credit flow control.
+// The verbs provider's data path in stream mode: posting sends and receives, credit flow
+// control (message mode: verbs_messages.cpp).
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -120,6 +121,7 @@ int verbs_send(provider::instance* p, socket_handle h, operation* op) {
     std::lock_guard lock(self->mutex);
     vsocket* s = find(*self, h);
     if (s == nullptr) return -ENOTSOCK;
+    if (self->settings.messages) return message_send(*self, *s, op);
     if (int rc = validate_op(op, operation_kind::send)) return rc;
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::connected) return -ENOTCONN;
@@ -133,6 +135,7 @@ int verbs_recv(provider::instance* p, socket_handle h, operation* op) {
     std::lock_guard lock(self->mutex);
     vsocket* s = find(*self, h);
     if (s == nullptr) return -ENOTSOCK;
+    if (self->settings.messages) return message_recv(*self, *s, op);
     if (int rc = validate_op(op, operation_kind::recv)) return rc;
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::connected) return -ENOTCONN;

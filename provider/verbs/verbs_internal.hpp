@@ -44,6 +44,9 @@ constexpr uint64_t rdma_wr_flag = 1ull << 62; // with the index of the connectio
 // RDMA operations posted at once per connection (more wait in software): the QP's send queue
 // and the CQ have room for them besides the send slots.
 constexpr uint32_t rdma_depth = 16;
+// Inline data asked for at QP creation (message mode): a small send needs no DMA read of the
+// user's memory. The device may grant less; vsocket::max_inline keeps what it granted.
+constexpr uint32_t wanted_inline = 128;
 // A close waits at most this for the flushes of its RDMA requests (see quiesce_rdma).
 constexpr auto rdma_flush_limit = std::chrono::seconds(1);
 // Flushes normally arrive within milliseconds; past this the QP is destroyed regardless.
@@ -115,12 +118,17 @@ struct vregion {
     uint8_t* address = nullptr;
     size_t length = 0;
     uint32_t access = 0;  // provider::memory_remote_*
-    uint32_t pending = 0; // rdma operations naming it whose completion has not been delivered
+    uint32_t pending = 0; // operations naming it whose completion has not been delivered
+    // Message mode: work requests naming it on a QP whose completion (a flush, after a close)
+    // has not been reaped; the device may still touch the memory.
+    uint32_t posted = 0;
     std::vector<region_mr> mrs;
 };
 
-struct send_slot_use {
-    operation* op = nullptr;   // the send whose last fragment this slot carries, else null
+// A posted send (or, in message mode, receive) slot.
+struct slot_use {
+    operation* op = nullptr; // the send whose last fragment this slot carries (message mode: its op), else null
+    provider::memory_handle memory = provider::invalid_memory; // message mode: the region the request names
 };
 
 struct received_fragment {
@@ -201,17 +209,24 @@ struct vsocket {
     uint32_t credits = 0; // receives the peer has posted that we may consume
     uint32_t owed = 0;    // receives we reposted and have not yet returned to the peer
     std::vector<uint32_t> free_send_slots;     // capacity send_slots from the start: never grows
-    std::vector<send_slot_use> send_slot_uses; // send_slots, fixed
+    std::vector<slot_use> send_slot_uses; // send_slots, fixed
+    // Message mode: the receives on the RQ by slot (wr_id recv_wr_flag | slot), and the free ones.
+    std::vector<slot_use> recv_slot_uses;  // recv_slots, fixed
+    std::vector<uint32_t> free_recv_slots; // capacity recv_slots from the start
+    uint32_t message_recvs = 0;  // receives accepted, not completed: at most recv_slots (-ENOBUFS)
+    op_queue arrived_early;      // message receives completed before our ESTABLISHED: after the connect
+    uint32_t max_inline = 0;     // inline data the QP was granted
     uint32_t posted_sends = 0, posted_recvs = 0;
     op_queue sends;           // not yet fully posted
     size_t send_offset = 0;   // bytes of sends.front() already posted
     fragment_ring received;
-    op_queue recvs;
+    op_queue recvs; // message mode: receives not posted yet (the QP is not made yet)
     // RDMA: posted operations by slot (wr_id rdma_wr_flag | slot; rdma_depth, made with the
-    // connection), and those waiting for a slot.
+    // connection), and those waiting for room on the SQ (in message mode sends too, in their
+    // order: a send after an RDMA write is never posted before it).
     std::unique_ptr<operation*[]> rdma_slots;
     uint32_t rdma_posted = 0; // requests on the QP, flushed ones included until they complete
-    op_queue rdma_waiting;
+    op_queue sq_waiting;
     std::chrono::steady_clock::time_point teardown_deadline{};
     bool disconnect_pending = false; // closed: the peer is told by the next progress
     // Busy polling: while callers poll this socket's CQ themselves, its completion events are
@@ -314,6 +329,7 @@ int verbs_getsockname(provider::instance* p, socket_handle h, sockaddr* address,
 int verbs_getpeername(provider::instance* p, socket_handle h, sockaddr* address, socklen_t* length);
 
 // verbs_completion.cpp: completion queues, the event engine's callbacks, progress.
+bool receiving(const vsocket& s);
 void rearm_completions(verbs_instance& self, vsocket& s);
 void drain_completions(verbs_instance& self, vsocket& s);
 void on_device_completions(void* context, int fd, uint32_t revents) noexcept;
@@ -337,7 +353,9 @@ int verbs_query_memory(provider::instance* p, memory_stats* out);
 
 // verbs_rdma.cpp: memory registration and RDMA operations.
 int register_on_device(verbs_instance& self, vregion& r, device_resources& device) noexcept;
-void pump_rdma(verbs_instance& self, vsocket& s);
+const ibv_mr* mr_on(const vregion& r, const device_resources* device);
+inline bool inside(uint64_t offset, uint64_t length, uint64_t size) { return offset <= size && length <= size - offset; }
+void pump_send_queue(verbs_instance& self, vsocket& s);
 void on_rdma_completion(verbs_instance& self, vsocket& s, const ibv_wc& wc);
 void take_posted_rdma(vsocket& s, op_queue& out);
 void quiesce_rdma(verbs_instance& self, vsocket& s, std::unique_lock<std::mutex>& lock);
@@ -350,6 +368,16 @@ int verbs_deregister_memory(provider::instance* p, provider::memory_handle memor
 int verbs_describe_memory(provider::instance* p, provider::memory_handle memory, socket_handle h,
                           provider::remote_memory* out);
 int verbs_rdma(provider::instance* p, socket_handle h, operation* op);
+
+// verbs_messages.cpp: message mode's sends and receives (config::messages).
+int message_send(verbs_instance& self, vsocket& s, operation* op);
+int message_recv(verbs_instance& self, vsocket& s, operation* op);
+int post_message_send(verbs_instance& self, vsocket& s, operation* op);
+int build_message_slots(vsocket& s);
+int post_early_receives(verbs_instance& self, vsocket& s);
+void on_message_completion(verbs_instance& self, vsocket& s, const ibv_wc& wc);
+void deliver_early(verbs_instance& self, vsocket& s);
+void release_message_slots(verbs_instance& self, vsocket& s);
 
 // verbs_teardown.cpp: failure, hard close, background teardown, device removal.
 void take_pending(vsocket& s, op_queue& out);

@@ -61,16 +61,9 @@ device_resources* device_for(verbs_instance& self, ibv_context* context, int* er
     return made;
 }
 
-// The QP, CQ and registered buffer of a connection, with every receive posted. Everything the
-// connection's data path, failure and close use is allocated here, nothrow (-ENOMEM): the
-// send slot lists at their full size, the ring of received fragments.
-int build_connection(verbs_instance& self, vsocket& s, rdma_cm_id* id) {
-    int rc = 0;
-    s.device = device_for(self, id->verbs, &rc);
-    if (s.device == nullptr) return rc;
-    s.slot_size = self.settings.slot_size;
-    s.send_slots = self.settings.send_slots;
-    s.recv_slots = self.settings.recv_slots;
+// A connection's own registered buffer (stream mode): send and receive slots, the ring of
+// received fragments.
+static int build_stream_buffer(vsocket& s) {
     try {
         s.send_slot_uses.assign(s.send_slots, {});
         s.free_send_slots.clear();
@@ -79,15 +72,30 @@ int build_connection(verbs_instance& self, vsocket& s, rdma_cm_id* id) {
         return -ENOMEM;
     }
     if (!s.received.allocate(s.recv_slots)) return -ENOMEM;
-    s.rdma_slots.reset(new (std::nothrow) operation*[rdma_depth]());
-    if (!s.rdma_slots) return -ENOMEM;
     s.buffer_bytes = size_t(s.slot_size) * (s.send_slots + s.recv_slots);
     s.buffer.reset(static_cast<uint8_t*>(std::aligned_alloc(4096, (s.buffer_bytes + 4095) / 4096 * 4096)));
     if (!s.buffer) return -ENOMEM;
     // (ibv_reg_mr): the function, not verbs.h's macro, whose test of IBV_ACCESS_OPTIONAL_RANGE
     // mixes two enumerations (deprecated in C++20: clang warns); for these flags it calls the same.
     s.mr.reset((ibv_reg_mr)(s.device->pd.get(), s.buffer.get(), s.buffer_bytes, IBV_ACCESS_LOCAL_WRITE));
-    if ((rc = checked_pointer(s.mr.get())) != 0) return rc;
+    return checked_pointer(s.mr.get());
+}
+
+// The QP and CQ of a connection, with every receive posted: in stream mode its registered
+// buffer's, in message mode those the user posted before (the connecting side). Everything the
+// connection's data path, failure and close use is allocated here, nothrow (-ENOMEM): the
+// slot lists at their full size, the ring of received fragments.
+int build_connection(verbs_instance& self, vsocket& s, rdma_cm_id* id) {
+    int rc = 0;
+    s.device = device_for(self, id->verbs, &rc);
+    if (s.device == nullptr) return rc;
+    s.slot_size = self.settings.slot_size;
+    s.send_slots = self.settings.send_slots;
+    s.recv_slots = self.settings.recv_slots;
+    rc = self.settings.messages ? build_message_slots(s) : build_stream_buffer(s);
+    if (rc != 0) return rc;
+    s.rdma_slots.reset(new (std::nothrow) operation*[rdma_depth]());
+    if (!s.rdma_slots) return -ENOMEM;
     const int depth = static_cast<int>(s.send_slots + s.recv_slots + rdma_depth);
     s.cq.reset(ibv_create_cq(id->verbs, depth, &s, s.device->channel.get(), 0));
     if ((rc = checked_pointer(s.cq.get())) != 0) return rc;
@@ -101,9 +109,23 @@ int build_connection(verbs_instance& self, vsocket& s, rdma_cm_id* id) {
     attr.cap.max_recv_wr = s.recv_slots;
     attr.cap.max_send_sge = 1;
     attr.cap.max_recv_sge = 1;
-    if ((rc = checked(rdma_create_qp(id, s.device->pd.get(), &attr))) != 0) return rc;
+    attr.cap.max_inline_data = self.settings.messages ? wanted_inline : 0;
+    rc = checked(rdma_create_qp(id, s.device->pd.get(), &attr));
+    if (rc != 0 && attr.cap.max_inline_data != 0) { // a device with less (or no) inline data
+        attr.cap.max_inline_data = 0;
+        rc = checked(rdma_create_qp(id, s.device->pd.get(), &attr));
+    }
+    if (rc != 0) return rc;
     s.qp = queue_pair(id);
+    s.max_inline = attr.cap.max_inline_data; // what the device granted
     for (uint32_t slot = s.send_slots; slot-- > 0;) s.free_send_slots.push_back(slot);
+    if (self.settings.messages) {
+        if ((rc = post_early_receives(self, s)) != 0) { // the connect fails: no QP, regions released
+            release_message_slots(self, s);
+            s.qp.reset();
+        }
+        return rc;
+    }
     for (uint32_t slot = 0; slot < s.recv_slots; ++slot)
         if ((rc = post_receive(s, slot)) != 0) return rc;
     return 0;
@@ -114,7 +136,9 @@ int verbs_query_memory(provider::instance* p, memory_stats* out) {
     if (self == nullptr || out == nullptr) return -EINVAL;
     std::lock_guard lock(self->mutex);
     *out = {};
-    out->per_connection_bytes = uint64_t(self->settings.slot_size) * (self->settings.send_slots + self->settings.recv_slots);
+    // Message mode registers nothing per connection: sends and receives name the user's regions.
+    if (!self->settings.messages)
+        out->per_connection_bytes = uint64_t(self->settings.slot_size) * (self->settings.send_slots + self->settings.recv_slots);
     for (auto& [s, owned] : self->sockets)
         if (s->mr) {
             out->registered_bytes += s->mr->length;

@@ -6,7 +6,9 @@
 // instance one event channel, both watched by the io_uring event engine. A send is copied into
 // send slots (split when larger than a slot) and posted as SEND_WITH_IMM; the immediate data
 // returns credits (receives reposted since the last message), so a sender only ever consumes
-// receives its peer has posted and never provokes receiver-not-ready retries.
+// receives its peer has posted and never provokes receiver-not-ready retries. In message mode
+// (config::messages, verbs_messages.cpp) there is no buffer or credit: a send is one SEND of
+// the user's registered memory, a recv one posted receive of it.
 //
 // This file: the ops table, the instance (create, destroy), socket creation and options.
 #include "provider/verbs/verbs_provider.hpp"

@@ -18,14 +18,6 @@ constexpr uint32_t known_access = provider::memory_remote_read | provider::memor
 
 bool is_rdma(const operation* op) { return op->kind == provider::rdma_write || op->kind == provider::rdma_read; }
 
-bool inside(uint64_t offset, uint64_t length, uint64_t size) { return offset <= size && length <= size - offset; }
-
-const ibv_mr* mr_on(const vregion& r, const device_resources* device) {
-    for (const region_mr& m : r.mrs)
-        if (m.device == device) return m.mr.get();
-    return nullptr;
-}
-
 int post_rdma(vsocket& s, uint32_t slot, operation* op, const vregion& r, const ibv_mr* mr) {
     ibv_sge sge{reinterpret_cast<uintptr_t>(r.address + op->memory_offset), static_cast<uint32_t>(op->length), mr->lkey};
     ibv_send_wr wr{};
@@ -41,6 +33,12 @@ int post_rdma(vsocket& s, uint32_t slot, operation* op, const vregion& r, const 
 }
 
 } // namespace
+
+const ibv_mr* mr_on(const vregion& r, const device_resources* device) {
+    for (const region_mr& m : r.mrs)
+        if (m.device == device) return m.mr.get();
+    return nullptr;
+}
 
 // (ibv_reg_mr): the function, not verbs.h's macro (see build_connection). Allocates, so it is
 // never called on a close or completion path.
@@ -59,22 +57,33 @@ int register_on_device(verbs_instance& self, vregion& r, device_resources& devic
     return 0;
 }
 
-// Posts waiting operations while the connection has RDMA slots free.
-void pump_rdma(verbs_instance& self, vsocket& s) {
-    while (s.state == socket_state::connected && !s.rdma_waiting.empty() && s.rdma_posted < rdma_depth) {
-        uint32_t slot = 0;
-        while (s.rdma_slots[slot] != nullptr) ++slot; // one is free: rdma_posted < rdma_depth
-        operation* op = s.rdma_waiting.pop();
-        const vregion* r = self.regions.find(op->memory); // live: busy while its op is
-        const ibv_mr* mr = r != nullptr ? mr_on(*r, s.device) : nullptr;
-        int rc = mr != nullptr ? post_rdma(s, slot, op, *r, mr) : -EINVAL;
+// Posts waiting operations, in their order, while the SQ has room for the one in front: RDMA
+// requests up to rdma_depth, message sends (message mode) up to send_slots.
+void pump_send_queue(verbs_instance& self, vsocket& s) {
+    while (s.state == socket_state::connected && !s.sq_waiting.empty()) {
+        operation* op = s.sq_waiting.front();
+        int rc;
+        if (op->kind == operation_kind::send) {
+            if (s.free_send_slots.empty()) return;
+            rc = post_message_send(self, s, s.sq_waiting.pop());
+        } else {
+            if (s.rdma_posted >= rdma_depth) return;
+            uint32_t slot = 0;
+            while (s.rdma_slots[slot] != nullptr) ++slot; // one is free: rdma_posted < rdma_depth
+            s.sq_waiting.pop();
+            const vregion* r = self.regions.find(op->memory); // live: busy while its op is
+            const ibv_mr* mr = r != nullptr ? mr_on(*r, s.device) : nullptr;
+            rc = mr != nullptr ? post_rdma(s, slot, op, *r, mr) : -EINVAL;
+            if (rc == 0) {
+                s.rdma_slots[slot] = op;
+                ++s.rdma_posted;
+            }
+        }
         if (rc != 0) {
             finish(self, s, op, rc == -ENETDOWN ? rc : -ECONNRESET);
             fail_connection(self, s, rc == -ENETDOWN ? rc : -ECONNRESET, connection_event::peer_reset);
             return;
         }
-        s.rdma_slots[slot] = op;
-        ++s.rdma_posted;
     }
 }
 
@@ -88,7 +97,7 @@ void on_rdma_completion(verbs_instance& self, vsocket& s, const ibv_wc& wc) {
     if (op == nullptr) return;
     if (wc.status == IBV_WC_SUCCESS) {
         finish(self, s, op, static_cast<int64_t>(op->length));
-        pump_rdma(self, s);
+        pump_send_queue(self, s);
         return;
     }
     if (s.state == socket_state::failed) { // a flush after the connection failed
@@ -131,7 +140,8 @@ void quiesce_rdma(verbs_instance& self, vsocket& s, std::unique_lock<std::mutex>
 }
 
 void note_delivered(verbs_instance& self, const operation* op) {
-    if (!is_rdma(op)) return;
+    const bool message = self.settings.messages && (op->kind == operation_kind::send || op->kind == operation_kind::recv);
+    if (!is_rdma(op) && !message) return;
     if (vregion* r = self.regions.find(op->memory); r != nullptr && r->pending > 0) --r->pending;
 }
 
@@ -189,7 +199,7 @@ int verbs_deregister_memory(provider::instance* p, memory_handle memory) {
     std::lock_guard lock(self->mutex);
     vregion* r = self->regions.find(memory);
     if (r == nullptr) return -ENOENT;
-    if (r->pending > 0) return -EBUSY;
+    if (r->pending > 0 || r->posted > 0) return -EBUSY;
     self->regions.remove(memory);
     delete r; // ibv_dereg_mr: the keys are invalid from now on
     return 0;
@@ -227,8 +237,8 @@ int verbs_rdma(provider::instance* p, socket_handle h, operation* op) {
     if (s->state == socket_state::failed) return s->failure;
     if (s->state != socket_state::connected || !s->rdma_slots) return -ENOTCONN;
     ++r->pending;
-    s->rdma_waiting.push(op);
-    pump_rdma(*self, *s);
+    s->sq_waiting.push(op);
+    pump_send_queue(*self, *s);
     if (!self->done.empty()) self->engine->wake();
     return 0;
 }

@@ -19,7 +19,13 @@ void take_pending(vsocket& s, op_queue& out) {
         if (use.op != nullptr) out.push(std::exchange(use.op, nullptr));
     while (operation* op = s.recvs.pop()) out.push(op);
     s.received.clear();
-    while (operation* op = s.rdma_waiting.pop()) out.push(op); // not posted: nothing to wait for
+    while (operation* op = s.sq_waiting.pop()) out.push(op); // not posted: nothing to wait for
+    // Message mode: posted receives and the early ones; their slots keep naming the region
+    // until the flush is reaped (release_message_slots).
+    for (auto& use : s.recv_slot_uses)
+        if (use.op != nullptr) out.push(std::exchange(use.op, nullptr));
+    while (operation* op = s.arrived_early.pop()) out.push(op);
+    s.message_recvs = 0;
 }
 
 // The user hears of the failure once, through the up-call kept in the socket.
@@ -97,6 +103,7 @@ void release_device(verbs_instance& self, ibv_context* context) {
             s->failure = -ENETDOWN;
         }
         s->disconnect_pending = false;
+        release_message_slots(self, *s); // the QP goes now: the device is done with their memory
         s->qp.reset();
         s->cq.reset();
         s->mr.reset();
@@ -133,6 +140,7 @@ void reap_closed(verbs_instance& self) {
             continue;
         }
         --self.closing;
+        release_message_slots(self, *s); // flushed, or the QP is destroyed now
         it = self.sockets.erase(it); // members destroy QP, CQ, MR, buffer, then the id
     }
 }
