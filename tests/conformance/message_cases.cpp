@@ -348,7 +348,10 @@ TEST_CASE("message mode: a hard close with sends and receives pending cancels ea
     closed.store(true);
     for (tracked* t : pending) {
         CHECK(t->completions.load() == 1); // before close returned
-        CHECK(t->result.load() == -ECANCELED);
+        // A send the peer had already taken (loopback moves it at once) completed before the
+        // close, and its completion, waiting for progress, is delivered by the close as it was.
+        const bool taken = t->op.kind == operation_kind::send && t->result.load() == int64_t(t->op.length);
+        if (!taken) CHECK(t->result.load() == -ECANCELED);
     }
     const int busy = hosts.ops.deregister_memory(hosts.a(), ra.handle);
     MESSAGE(std::string(hosts.fx.name) << ": deregister_memory right after the close: " << busy);
