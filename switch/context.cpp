@@ -106,13 +106,28 @@ int stop_layer(context& ctx) {
     return 0;
 }
 
+// While a blocked call leads (sleep_until), the progress thread stays out of the provider and
+// runs what the call's deliveries queue (closes, callbacks) and the time-outs.
+void follow_leader(context& ctx, std::unique_lock<std::mutex>& lock) {
+    ctx.changed.wait_for(lock, std::chrono::milliseconds(10));
+    if (ctx.stopping) return;
+    check_timers(ctx);
+    lock.unlock();
+    run_deferred(ctx);
+    lock.lock();
+}
+
 void progress_loop(context* ctx) {
     for (;;) {
-        {
-            std::lock_guard lock(ctx->mutex);
-            if (ctx->stopping) return;
-        }
         try {
+            {
+                std::unique_lock lock(ctx->mutex);
+                if (ctx->stopping) return;
+                if (ctx->leading) {
+                    follow_leader(*ctx, lock);
+                    continue;
+                }
+            }
             progress_once(*ctx, 100);
         } catch (const std::bad_alloc&) {
             // What needed the memory is tried again in a while (a time-out that could not be
@@ -344,6 +359,32 @@ bool busy_poll(context& ctx, std::unique_lock<std::mutex>& lock, ready_fn ready,
     return is_ready;
 }
 
+// Leads: waits in the provider itself (at most 20 ms at a time, so an injected clock and
+// destroy are noticed) until `ready()`, the deadline or destroy, delivering completions on this
+// thread; the progress thread is asked out of its wait first (it follows, follow_leader).
+void lead(context& ctx, std::unique_lock<std::mutex>& lock, ready_fn ready, std::optional<time_point> deadline,
+          clock_kind clock) {
+    ctx.leading = true;
+    ctx.leader = std::this_thread::get_id();
+    ctx.ops.wake(ctx.instance);
+    for (;;) {
+        int slice_ms = 20;
+        if (deadline && clock == clock_kind::real) {
+            const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now());
+            slice_ms = static_cast<int>(std::clamp<int64_t>(left.count(), 0, 20));
+        }
+        lock.unlock();
+        const int rc = ctx.ops.progress(ctx.instance, slice_ms);
+        lock.lock();
+        if (rc < 0 || ready() || ctx.stopping) break;
+        const time_point now = clock == clock_kind::context ? ctx.now() : std::chrono::steady_clock::now();
+        if (deadline && now >= *deadline) break;
+    }
+    ctx.leading = false;
+    ctx.leader = {};
+    ctx.changed.notify_all(); // the progress thread takes over again
+}
+
 bool sleep_until(context& ctx, std::unique_lock<std::mutex>& lock, ready_fn ready,
                  std::optional<time_point> deadline, clock_kind clock) {
     for (;;) {
@@ -354,6 +395,8 @@ bool sleep_until(context& ctx, std::unique_lock<std::mutex>& lock, ready_fn read
             lock.unlock();
             progress_once(ctx, 10);
             lock.lock();
+        } else if (!ctx.leading && !ctx.stopping) {
+            lead(ctx, lock, ready, deadline, clock);
         } else {
             // Short slices: with an injected clock the deadline moves only when the test says.
             ctx.changed.wait_for(lock, std::chrono::milliseconds(20));

@@ -191,6 +191,12 @@ struct context {
     struct sansock_context_stats stats{}; // the counters (size, registered_bytes unused)
 
     std::thread progress_thread;
+    // Leader/follower (docs/architecture.md, "Threads and progress"): a blocked call of a
+    // thread-progress context that has to sleep waits in the provider itself, so the completion
+    // it waits for is delivered on its own thread, when no other call is doing so; meanwhile
+    // the progress thread only runs time-outs and deferred work. Under `mutex`.
+    bool leading = false;
+    std::thread::id leader{};
     bool stopping = false;             // destroy has begun: no handle is given out any more
     // Socket calls inside the context, from the handle's lookup to the return (socket_call):
     // destroy waits for none to be left. Counted under the process mutex, uncounted under
@@ -359,6 +365,8 @@ void refresh_fd_slow(stream_socket& s) noexcept;
 inline void socket_changed(stream_socket& s) noexcept {
     if (s.fd.is_open()) refresh_fd_slow(s);
     s.ctx->changed.notify_all();
+    // A call leading in the provider is woken too, unless this is its own delivery.
+    if (s.ctx->leading && s.ctx->leader != std::this_thread::get_id()) s.ctx->ops.wake(s.ctx->instance);
 }
 
 } // namespace sansock::sw

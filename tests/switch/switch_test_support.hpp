@@ -76,6 +76,7 @@ struct host_options {
     uint32_t progress_mode = SANSOCK_PROGRESS_THREAD;
     bool use_manual_clock = true;
     const provider::ops* provider_ops = nullptr;
+    uint32_t busy_poll_us = 0; // 0: the default
 };
 
 // A loopback fabric, a manual clock and the contexts ("hosts") on it; destroys them in order.
@@ -100,6 +101,7 @@ public:
         attr.progress_mode = o.progress_mode;
         if (o.window_bytes != 0) attr.window_bytes = o.window_bytes;
         if (o.graceful_timeout_ms != 0) attr.graceful_timeout_ms = o.graceful_timeout_ms;
+        if (o.busy_poll_us != 0) attr.busy_poll_us = o.busy_poll_us;
         context_hooks hooks;
         hooks.provider_specific = net_;
         hooks.provider_ops = o.provider_ops;
