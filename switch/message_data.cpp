@@ -31,6 +31,10 @@ void request_refused(stream_socket& s, int rc) {
     hard_close(s);
 }
 
+// What a failed request means for the connection: the device went away, or it was reset
+// (whatever the provider's own code, as -EMSGSIZE: a stream socket fails only so).
+int lost_with(int64_t result) { return result == -ENETDOWN ? -ENETDOWN : -ECONNRESET; }
+
 bool live(const stream_socket& s) {
     return s.ps != 0 && (s.state == socket_state::connected || s.state == socket_state::connecting);
 }
@@ -251,13 +255,17 @@ void on_message_done(provider::operation& done) noexcept {
             }
             if (op.result < 0) {
                 if (op.data_bytes > 0) s.data_lost = true;
-                if (op.result != -ECANCELED) on_reset(s, static_cast<int>(op.result));
+                if (op.result != -ECANCELED) on_reset(s, lost_with(op.result));
             } else {
                 finish_graceful_if_done(s);
                 pump_messages(s);
             }
+        } else if (op.result == -EMSGSIZE) {
+            // The peer sent more than the buffer size its HELLO told it of (the provider has
+            // reset the connection at both ends).
+            if (s.state != socket_state::failed) protocol_violation(s, "a message longer than the receive buffers");
         } else if (op.result <= 0) {
-            if (op.result != -ECANCELED) on_reset(s, op.result < 0 ? static_cast<int>(op.result) : -ECONNRESET);
+            if (op.result != -ECANCELED) on_reset(s, lost_with(op.result));
         } else {
             s.heard_from = ctx.now(); // the peer lives (keepalive)
             s.probes_unanswered = 0;

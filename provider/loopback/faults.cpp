@@ -15,7 +15,7 @@ int freeze(provider::instance* self, socket_handle h, bool frozen) {
         s->frozen = frozen;
         if (!frozen && s->peer != nullptr) {
             move_bytes(s);
-            move_bytes(s->peer);
+            if (s->peer != nullptr) move_bytes(s->peer); // the first may have reset the connection
             if (s->peer != nullptr) run_rdma(s->peer);
             run_rdma(s); // may reset the connection (a refused access)
         }

@@ -380,9 +380,7 @@ TEST_CASE("A malformed message resets that connection only (session protocol 3)"
     if (s != 0 && call == 0) {
         const ssize_t error = wait_for_recv_error(s, 10s);
         if (chosen.provider_emsgsize) {
-            // Should be -ECONNRESET: see the skipped case below (the switch passes the
-            // provider's -EMSGSIZE on to the application).
-            CHECK((error == -ECONNRESET || error == -EMSGSIZE));
+            CHECK(error == -ECONNRESET); // never the provider's -EMSGSIZE (a stream socket's error is a reset)
         } else {
             CHECK(error == -ECONNRESET);
             CHECK(sansock_send(s, "x", 1, 0) == -ECONNRESET);
@@ -397,11 +395,9 @@ TEST_CASE("A malformed message resets that connection only (session protocol 3)"
     CHECK(sansock_close(healthy.server) == 0);
 }
 
-// Switch bug (switch/message_data.cpp, on_message_done): a receive completing -EMSGSIZE (the
-// provider reset the connection at both ends) fails the socket with -EMSGSIZE itself, so recv
-// and send return -EMSGSIZE, an error a stream socket never gives, instead of -ECONNRESET.
-// Skipped until fixed, so that the suite stays green.
-TEST_CASE("A message longer than the switch's receive buffer fails its socket -ECONNRESET" * doctest::skip()) {
+// A receive completing -EMSGSIZE (the provider reset the connection at both ends) fails the
+// socket -ECONNRESET, as every reset does: recv and send never give -EMSGSIZE.
+TEST_CASE("A message longer than the switch's receive buffer fails its socket -ECONNRESET") {
     watchdog guard("oversized message");
     world w;
     w.session_version = 3;
