@@ -75,6 +75,9 @@ void print_results(const options& o, const std::vector<row>& rows, const std::st
                     has_cpu ? fixed(r.cpu_s_per_gib, 3).c_str() : "", has_cpu ? ratio(r.cpu_ratio_rsockets).c_str() : "",
                     r.unit.c_str(), r.note.empty() ? "" : ", ", r.note.c_str());
     }
+    double elapsed = 0;
+    for (const row& r : rows) elapsed += r.elapsed_s;
+    std::printf("%zu rows in %.1f s\n", rows.size(), elapsed);
 
     if (!o.json_path.empty()) {
         std::ofstream j(o.json_path);
@@ -98,7 +101,8 @@ void print_results(const options& o, const std::vector<row>& rows, const std::st
               << ", \"t_min\": " << r.figures.min << ", \"t_typical\": " << r.figures.typical << ", \"t_max\": "
               << r.figures.max << ", \"t_avg\": " << r.figures.avg << ", \"stdev\": " << r.figures.stdev
               << ", \"p99\": " << r.figures.p99 << ", \"p99_9\": " << r.figures.p999 << ", \"ratio_to_floor\": "
-              << r.ratio_floor << ", \"ratio_to_rsockets\": " << r.ratio_rsockets << ", \"batches\": " << r.batches;
+              << r.ratio_floor << ", \"ratio_to_rsockets\": " << r.ratio_rsockets << ", \"batches\": " << r.batches
+              << ", \"elapsed_s\": " << r.elapsed_s;
             if (r.cpu_s_per_gib >= 0)
                 j << ", \"cpu_s\": " << r.cpu_s << ", \"cpu_s_per_gib\": " << r.cpu_s_per_gib
                   << ", \"cpu_ratio_to_rsockets\": " << r.cpu_ratio_rsockets;
@@ -114,14 +118,14 @@ void print_results(const options& o, const std::vector<row>& rows, const std::st
     if (!o.csv_path.empty()) {
         std::ofstream c(o.csv_path);
         c << "scenario,parameter,system,available,unit,samples,t_min,t_typical,t_max,t_avg,stdev,p99,p99_9,"
-             "ratio_to_floor,ratio_to_rsockets,note,kernel,device,batches,cpu_s,cpu_s_per_gib,cpu_ratio_to_rsockets\n";
+             "ratio_to_floor,ratio_to_rsockets,note,kernel,device,batches,cpu_s,cpu_s_per_gib,cpu_ratio_to_rsockets,elapsed_s\n";
         for (const row& r : rows)
             c << r.scenario << ",\"" << r.param_text << "\"," << r.system << "," << r.available << "," << r.unit << ","
               << r.samples << "," << r.figures.min << "," << r.figures.typical << "," << r.figures.max << ","
               << r.figures.avg << "," << r.figures.stdev << "," << r.figures.p99 << "," << r.figures.p999 << ","
               << r.ratio_floor << "," << r.ratio_rsockets << ",\"" << r.note << "\"," << kernel << "," << device_name
               << "," << r.batches << "," << (r.cpu_s_per_gib >= 0 ? std::to_string(r.cpu_s) : "") << ","
-              << (r.cpu_s_per_gib >= 0 ? std::to_string(r.cpu_s_per_gib) : "") << "," << r.cpu_ratio_rsockets << "\n";
+              << (r.cpu_s_per_gib >= 0 ? std::to_string(r.cpu_s_per_gib) : "") << "," << r.cpu_ratio_rsockets << "," << r.elapsed_s << "\n";
     }
 }
 

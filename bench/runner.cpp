@@ -215,6 +215,7 @@ std::vector<row> run_all(const options& o, const std::string& server_host, uint1
             measurement m;
             std::string why;
             int rc, batches = 0;
+            const uint64_t row_start = now_ns();
             if (const char* reason = sys->not_available(r)) {
                 why = reason;
                 rc = -EOPNOTSUPP;
@@ -223,6 +224,7 @@ std::vector<row> run_all(const options& o, const std::string& server_host, uint1
             }
             row out;
             out.batches = batches;
+            out.elapsed_s = double(now_ns() - row_start) / 1e9;
             out.scenario = scenario_name(item.what);
             out.system = sys->name;
             out.param = item.param;

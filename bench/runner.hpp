@@ -45,6 +45,7 @@ struct row {
     stats figures;    // in `unit`
     size_t samples = 0;
     int batches = 0; // jobs the samples came from (the short run adds batches up to a time budget)
+    double elapsed_s = 0; // wall time of the row's jobs, set-up included (what the run spends on it)
     double ratio_floor = 0, ratio_rsockets = 0;
     // bandwidth: CPU seconds (user + system) of both ends over the counted samples, and per
     // GiB moved (-1: not measured), with the ratio of the latter to rsockets' (0: none).
