@@ -59,6 +59,11 @@ struct measurement {
     uint64_t bytes_per_sample = 0;
     double registered_bytes_per_connection = 0; // memory scenario
     double resident_bytes_per_connection = 0;   // memory scenario
+    // From the start of the first counted sample to the end of the last (warm-up excluded):
+    uint64_t span_ns = 0; // wall time, which sizes the runner's next batch (runner.cpp)
+    int64_t cpu_ns = -1;  // user + system CPU of this process (process_cpu_ns), -1: not measured
+    // Two-host mode: the server's job process over its counted samples (-1: not reported).
+    int64_t peer_cpu_ns = -1;
 };
 
 // The control channel of one measurement: lines of text over a stream socket (a socketpair
@@ -93,6 +98,8 @@ public:
 
     // Measuring half: the peer half's data address (from its ready line).
     net_address peer{};
+    // Peer half: its CPU time over its counted samples (peer_loop), sent with its result.
+    int64_t cpu_ns = -1;
     // Measuring half: when the peer half's next mark happened: its own clock in one process,
     // else the moment the mark arrived here (one control-channel one-way trip later).
     int wait_mark(uint64_t& at_ns, int timeout_ms = 30000);
@@ -128,30 +135,49 @@ extern const system tcp_system;
 uint64_t now_ns();
 // Resident set size of this process in bytes (from /proc/self/statm).
 uint64_t resident_bytes();
+// User + system CPU time of this whole process (getrusage RUSAGE_SELF: every thread, so a
+// sansock context's progress thread and, in one process, the peer half's thread too).
+int64_t process_cpu_ns();
 // A time-out for every wait in a peer half, sliced so it can check ctl.stopping().
 constexpr int peer_wait_ms = 30000;
 
 // Measuring half: `one(ns, why)` (0 or a negated errno, the sample in `ns`) warm-up plus
 // iterations times; the warm-up samples are dropped.
+// Records span_ns and cpu_ns over the counted samples.
 template <typename Sample>
 int sample_loop(const request& r, measurement& out, std::string& why, Sample&& one) {
     out.samples_ns.clear();
     out.samples_ns.reserve(size_t(r.iterations > 0 ? r.iterations : 0));
+    uint64_t wall0 = 0;
+    int64_t cpu0 = 0;
     for (int i = 0; i < r.warmup + r.iterations; ++i) {
+        if (i == r.warmup) {
+            wall0 = now_ns();
+            cpu0 = process_cpu_ns();
+        }
         double ns = 0;
         if (int rc = one(ns, why)) return rc;
         if (i >= r.warmup) out.samples_ns.push_back(ns);
     }
+    if (r.iterations > 0) {
+        out.cpu_ns = process_cpu_ns() - cpu0;
+        out.span_ns = now_ns() - wall0;
+    }
     return 0;
 }
 
-// Peer half: `once(why)` (0 or a negated errno) for every sample, warm-up included.
+// Peer half: `once(why)` (0 or a negated errno) for every sample, warm-up included. Records
+// its process's CPU time over the counted samples in ctl.cpu_ns (a counted sample starts
+// when the previous one's last step here, an acknowledgement or a close, is done).
 template <typename Once>
 int peer_loop(const request& r, control& ctl, std::string& why, Once&& once) {
+    int64_t cpu0 = 0;
     for (int i = 0; i < r.warmup + r.iterations; ++i) {
+        if (i == r.warmup) cpu0 = process_cpu_ns();
         if (int rc = once(why)) return rc;
         ctl.beat();
     }
+    if (r.iterations > 0) ctl.cpu_ns = process_cpu_ns() - cpu0;
     return 0;
 }
 

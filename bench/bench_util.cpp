@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // sansock-bench: helpers shared by the measured systems (monotonic clock, resident set size,
-// addresses of either family).
+// process CPU time, addresses of either family).
 #include <arpa/inet.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +28,13 @@ uint64_t resident_bytes() {
     if (fields != 2) return 0;
     const long page = sysconf(_SC_PAGESIZE);
     return uint64_t(resident) * uint64_t(page > 0 ? page : 4096);
+}
+
+int64_t process_cpu_ns() {
+    rusage u{};
+    if (getrusage(RUSAGE_SELF, &u) != 0) return 0;
+    auto ns = [](const timeval& t) { return int64_t(t.tv_sec) * 1'000'000'000 + int64_t(t.tv_usec) * 1000; };
+    return ns(u.ru_utime) + ns(u.ru_stime);
 }
 
 bool parse_address(const std::string& text, uint16_t port, net_address& out) {

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <sstream>
@@ -35,7 +36,26 @@ constexpr int result_wait_ms = 60000; // the peer half's end after the measuring
 // peer half:      ready ADDRESS PORT | fail TEXT
 //                 ... mark NS, host/opened/closed (service_host_close) ...
 // measuring half: end RC
-// peer half:      result RC TEXT
+// peer half:      [cpu NS]      its CPU time over the counted samples (older servers: none;
+//                               older clients skip it as they skip any line before result)
+//                 result RC TEXT
+
+// The peer half's result line, taking its cpu line on the way (two-host mode only: in one
+// process, the measuring half's process_cpu_ns already counts the peer half's thread).
+int expect_result(control& ctl, std::string& rest, measurement& m) {
+    const uint64_t end = now_ns() + uint64_t(result_wait_ms) * 1'000'000;
+    for (;;) {
+        const uint64_t now = now_ns();
+        if (now >= end) return -ETIMEDOUT;
+        std::string line;
+        if (int rc = ctl.receive(line, int((end - now) / 1'000'000) + 1)) return rc;
+        const std::string first = line.substr(0, line.find(' '));
+        rest = line.size() > first.size() ? line.substr(first.size() + 1) : std::string();
+        if (first == "result") return 0;
+        if (first == "fail") return -EPROTO;
+        if (first == "cpu" && !ctl.same_process()) m.peer_cpu_ns = std::strtoll(rest.c_str(), nullptr, 10);
+    }
+}
 
 } // namespace
 
@@ -63,7 +83,7 @@ int client_job(control& ctl, const system& sys, const request& r, measurement& m
     }
     int rc = sys.run(r, ctl, m, why);
     ctl.send("end " + std::to_string(rc));
-    int got = ctl.expect("result", rest, result_wait_ms);
+    int got = expect_result(ctl, rest, m);
     if (rc != 0) return rc; // the measuring half's own failure comes first
     if (got != 0) {
         why = std::string(sys.name) + ": the peer half gave no result in " + std::to_string(result_wait_ms / 1000) +
@@ -122,6 +142,7 @@ int serve_job(control& ctl, const std::string& address, std::string line, std::s
     if (rc != 0 && why.empty()) why = strerror(-rc);
     std::string text = why;
     std::replace(text.begin(), text.end(), '\n', ' ');
+    if (rc == 0 && ctl.cpu_ns >= 0) ctl.send("cpu " + std::to_string(ctl.cpu_ns));
     ctl.send("result " + std::to_string(rc) + " " + text);
     return rc;
 }
@@ -240,6 +261,9 @@ int measure_role(const std::vector<std::string>& a) {
     sansock::test::report("bytes_per_sample", static_cast<long>(m.bytes_per_sample));
     sansock::test::report("registered", std::to_string(m.registered_bytes_per_connection));
     sansock::test::report("resident", std::to_string(m.resident_bytes_per_connection));
+    sansock::test::report("span_ns", std::to_string(m.span_ns));
+    sansock::test::report("cpu_ns", std::to_string(m.cpu_ns));
+    sansock::test::report("peer_cpu_ns", std::to_string(m.peer_cpu_ns));
     sansock::test::report("why", why);
     sansock::test::report("rc", rc);
     std::fflush(stdout);
@@ -278,6 +302,12 @@ int run_isolated(const system& sys, const request& r, measurement& m, std::strin
     m.bytes_per_sample = std::stoull(got.at("bytes_per_sample"));
     m.registered_bytes_per_connection = std::stod(got.at("registered"));
     m.resident_bytes_per_connection = std::stod(got.at("resident"));
+    auto number = [&](const char* key, int64_t fallback) {
+        return got.count(key) ? std::stoll(got.at(key)) : fallback;
+    };
+    m.span_ns = uint64_t(number("span_ns", 0));
+    m.cpu_ns = number("cpu_ns", -1);
+    m.peer_cpu_ns = number("peer_cpu_ns", -1);
     why = got.at("why");
     return std::stoi(got.at("rc"));
 }

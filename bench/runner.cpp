@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -85,6 +86,110 @@ bool scenario_named(const std::string& name, scenario& out) {
     return false;
 }
 
+namespace {
+
+// How many samples a row takes. Fixed counts (one batch) unless the run is budgeted: then
+// batches (one job each, with its own warm-up) until the row has at least min_samples and
+// min_seconds of counted samples (their wall time, set-up and warm-up excluded), and never
+// more than max_samples or max_seconds: a row whose samples are slow stops at the time cap
+// with fewer than min_samples. Figures in docs/benchmarks.md ("Iterations").
+struct row_policy {
+    int min_samples = 1, max_samples = 1, warmup = 0;
+    double min_seconds = 0, max_seconds = 0;
+};
+
+constexpr int pilot_samples = 10; // a budgeted row's first batch, which times its samples
+constexpr int max_batches = 5;    // bounds the set-up cost of a row
+
+row_policy policy_for(const options& o, scenario s) {
+    row_policy p;
+    if (s == scenario::memory) return p; // one sample: the figures are per connection
+    if (budgeted(o)) {
+        const int warmup = o.warmup_given ? o.warmup : -1;
+        if (s == scenario::ping_pong) p = {1000, 1000, warmup < 0 ? 50 : warmup, 0, 0};
+        else if (s == scenario::bandwidth) p = {10, 200, warmup < 0 ? 2 : std::min(warmup, 2), 5, 20};
+        else p = {50, 1000, warmup < 0 ? 5 : warmup, 2, 10};
+        return p;
+    }
+    p.min_samples = p.max_samples = o.iterations;
+    p.warmup = o.warmup;
+    if (s == scenario::connect_teardown || s == scenario::bandwidth) {
+        p.min_samples = p.max_samples = std::max(1, o.iterations / 4);
+        p.warmup = std::min(o.warmup, 2);
+    }
+    return p;
+}
+
+// One job: in this process, or against the server (one control connection per job).
+int run_job(const system& sys, const request& r, const std::string& server_host, uint16_t port, measurement& m,
+            std::string& why) {
+    const bool isolate = std::strcmp(sys.name, "rsockets") == 0;
+    if (server_host.empty()) return isolate ? run_isolated(sys, r, m, why) : local_job(sys, r, m, why);
+    int fd = connect_control(server_host, port, why);
+    if (fd < 0) return fd;
+    if (isolate) {
+        const int rc = run_isolated(sys, r, m, why, fd);
+        ::close(fd);
+        return rc;
+    }
+    control ctl(fd, false);
+    return client_job(ctl, sys, r, m, why);
+}
+
+int64_t sum_known(int64_t a, int64_t b) { return a < 0 || b < 0 ? -1 : a + b; }
+
+// Every batch of one row, merged into `all`; the number of batches in `batches`.
+int run_batches(const system& sys, request r, const row_policy& p, const std::string& server_host, uint16_t port,
+                measurement& all, std::string& why, int& batches) {
+    const bool timed = p.min_seconds > 0;
+    int want = timed ? std::min(pilot_samples, p.min_samples) : p.min_samples;
+    r.warmup = p.warmup;
+    for (batches = 0; batches < max_batches && want > 0;) {
+        r.iterations = want;
+        measurement m;
+        ++batches;
+        if (int rc = run_job(sys, r, server_host, port, m, why)) return rc;
+        const bool first = all.samples_ns.empty();
+        all.samples_ns.insert(all.samples_ns.end(), m.samples_ns.begin(), m.samples_ns.end());
+        all.bytes_per_sample = m.bytes_per_sample;
+        all.registered_bytes_per_connection = m.registered_bytes_per_connection;
+        all.resident_bytes_per_connection = m.resident_bytes_per_connection;
+        all.span_ns += m.span_ns;
+        all.cpu_ns = first ? m.cpu_ns : sum_known(all.cpu_ns, m.cpu_ns);
+        all.peer_cpu_ns = first ? m.peer_cpu_ns : sum_known(all.peer_cpu_ns, m.peer_cpu_ns);
+        const double n = double(all.samples_ns.size()), seconds = double(all.span_ns) / 1e9;
+        if (!timed || n == 0 || n >= p.max_samples || seconds >= p.max_seconds) break;
+        if (n >= p.min_samples && seconds >= p.min_seconds) break;
+        // The next batch from this row's own pace so far, 10 % over so that one more is enough.
+        const double per_sample = std::max(seconds / n, 1e-6);
+        const double by_time = std::ceil(std::max(0.0, p.min_seconds - seconds) / per_sample * 1.1);
+        const double room = std::floor((p.max_seconds - seconds) / per_sample);
+        want = int(std::min({std::max(by_time, p.min_samples - n), p.max_samples - n, room}));
+    }
+    return 0;
+}
+
+} // namespace
+
+bool budgeted(const options& o) { return o.short_run && !o.iterations_given; }
+
+std::string policy_text(const options& o) {
+    if (!budgeted(o))
+        return std::to_string(o.iterations) + " iterations after " + std::to_string(o.warmup) +
+               " warm-up (bandwidth and connect_teardown: a quarter, after at most 2)";
+    auto describe = [&](scenario s) {
+        const row_policy p = policy_for(o, s);
+        char text[160];
+        std::snprintf(text, sizeof text, "at least %d samples and %.0f s, at most %d or %.0f s, in batches after %d warm-up",
+                      p.min_samples, p.min_seconds, p.max_samples, p.max_seconds, p.warmup);
+        return std::string(text);
+    };
+    return "ping_pong " + std::to_string(policy_for(o, scenario::ping_pong).min_samples) + " iterations after " +
+           std::to_string(policy_for(o, scenario::ping_pong).warmup) + " warm-up; bandwidth " +
+           describe(scenario::bandwidth) + "; close scenarios and connect_teardown " + describe(scenario::hard_close) +
+           "; memory 1";
+}
+
 std::vector<row> run_all(const options& o, const std::string& server_host, uint16_t port) {
     const bool client = !server_host.empty();
     std::vector<const system*> systems;
@@ -105,37 +210,21 @@ std::vector<row> run_all(const options& o, const std::string& server_host, uint1
             request r;
             r.what = item.what;
             r.param = item.param;
-            r.iterations = item.what == scenario::memory ? 1 : o.iterations;
-            r.warmup = item.what == scenario::memory ? 0 : o.warmup;
-            if (item.what == scenario::connect_teardown || item.what == scenario::bandwidth) {
-                r.iterations = std::max(1, o.iterations / 4);
-                r.warmup = std::min(r.warmup, 2);
-            }
             r.address = o.address;
             r.stream_bytes = o.stream_bytes;
             measurement m;
             std::string why;
-            const bool isolate = std::strcmp(sys->name, "rsockets") == 0;
-            int rc;
+            int rc, batches = 0;
+            const uint64_t row_start = now_ns();
             if (const char* reason = sys->not_available(r)) {
                 why = reason;
                 rc = -EOPNOTSUPP;
-            } else if (!client) {
-                rc = isolate ? run_isolated(*sys, r, m, why) : local_job(*sys, r, m, why);
             } else {
-                // Two-host mode: one control connection per measurement.
-                int fd = connect_control(server_host, port, why);
-                if (fd < 0) {
-                    rc = fd;
-                } else if (isolate) {
-                    rc = run_isolated(*sys, r, m, why, fd);
-                    ::close(fd);
-                } else {
-                    control ctl(fd, false);
-                    rc = client_job(ctl, *sys, r, m, why);
-                }
+                rc = run_batches(*sys, r, policy_for(o, item.what), server_host, port, m, why, batches);
             }
             row out;
+            out.batches = batches;
+            out.elapsed_s = double(now_ns() - row_start) / 1e9;
             out.scenario = scenario_name(item.what);
             out.system = sys->name;
             out.param = item.param;
@@ -148,6 +237,16 @@ std::vector<row> run_all(const options& o, const std::string& server_host, uint1
                     for (double ns : m.samples_ns) mbps.push_back(double(m.bytes_per_sample) / (ns / 1e9) / 1e6);
                     out.figures = summarise(mbps);
                     out.unit = "MB/s";
+                    // Both ends: this process's CPU covers both halves in one process; in
+                    // two-host mode the server reports its own.
+                    const int64_t cpu = client ? sum_known(m.cpu_ns, m.peer_cpu_ns) : m.cpu_ns;
+                    const double gib = double(m.bytes_per_sample) * double(m.samples_ns.size()) / double(1ull << 30);
+                    if (cpu >= 0 && gib > 0) {
+                        out.cpu_s = double(cpu) / 1e9;
+                        out.cpu_s_per_gib = out.cpu_s / gib;
+                    } else if (client && m.peer_cpu_ns < 0) {
+                        out.note = "CPU: the server reported none (an older sansock-bench?)";
+                    }
                 } else if (item.what == scenario::memory) {
                     out.figures.typical = m.registered_bytes_per_connection / 1024.0;
                     out.figures.avg = m.resident_bytes_per_connection / 1024.0;
@@ -180,6 +279,8 @@ std::vector<row> run_all(const options& o, const std::string& server_host, uint1
             if (!other.available || other.scenario != r.scenario || other.param != r.param || other.figures.typical <= 0) continue;
             if (other.system == "raw-verbs") r.ratio_floor = r.figures.typical / other.figures.typical;
             if (other.system == "rsockets") r.ratio_rsockets = r.figures.typical / other.figures.typical;
+            if (other.system == "rsockets" && r.cpu_s_per_gib >= 0 && other.cpu_s_per_gib > 0)
+                r.cpu_ratio_rsockets = r.cpu_s_per_gib / other.cpu_s_per_gib;
         }
     }
     return rows;

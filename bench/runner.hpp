@@ -16,10 +16,17 @@ struct options {
     int iterations = 200;
     int warmup = 20;
     bool short_run = false;
+    // Given on the command line: fixed counts, no time budget (runner.cpp, row_policy).
+    bool iterations_given = false, warmup_given = false, stream_bytes_given = false;
     std::string json_path, csv_path, address;
     std::vector<std::string> scenarios, systems;
     uint64_t stream_bytes = 64u << 20;
 };
+
+// --short without --iterations: counts per row from a time budget (runner.cpp).
+bool budgeted(const options& o);
+// That policy in words, for the table's header and the JSON.
+std::string policy_text(const options& o);
 
 // ---- the registry and the run loop (runner.cpp) -----------------------------------------------
 
@@ -37,7 +44,12 @@ struct row {
     std::string note; // n/a reason or failure
     stats figures;    // in `unit`
     size_t samples = 0;
+    int batches = 0; // jobs the samples came from (the short run adds batches up to a time budget)
+    double elapsed_s = 0; // wall time of the row's jobs, set-up included (what the run spends on it)
     double ratio_floor = 0, ratio_rsockets = 0;
+    // bandwidth: CPU seconds (user + system) of both ends over the counted samples, and per
+    // GiB moved (-1: not measured), with the ratio of the latter to rsockets' (0: none).
+    double cpu_s = -1, cpu_s_per_gib = -1, cpu_ratio_rsockets = 0;
     std::vector<double> values; // every sample in `unit`, for the distribution plots
 };
 

@@ -37,6 +37,8 @@ int usage(const char* argv0, FILE* out = stderr, int status = 2) {
                  "           service_host_close connect_teardown ping_pong bandwidth memory\n"
                  "systems: sansock rsockets raw-verbs tcp\n"
                  "IP: an IPv4 or IPv6 address (of the RDMA device's netdev, for the data path)\n"
+                 "--short: fewer sizes, 8 MiB bandwidth samples, samples per row from a time budget\n"
+                 "         (--iterations N fixes the counts instead; see docs/benchmarks.md)\n"
                  "--server runs the peer halves for a --client on another host (or port); default port %d\n"
                  "       %s --help | --version\n",
                  argv0, argv0, static_cast<int>(default_port), argv0);
@@ -76,14 +78,20 @@ int main(int argc, char** argv) {
         if (a == "--help" || a == "-h") return usage(argv[0], stdout, 0);
         if (a == "--version") return print_version();
         if (a == "--short") o.short_run = true;
-        else if (a == "--iterations" && (v = value()) && number(*v, n)) o.iterations = static_cast<int>(n);
-        else if (a == "--warmup" && (v = value()) && number(*v, n)) o.warmup = static_cast<int>(n);
-        else if (a == "--address" && (v = value())) o.address = *v;
+        else if (a == "--iterations" && (v = value()) && number(*v, n)) {
+            o.iterations = static_cast<int>(n);
+            o.iterations_given = true;
+        } else if (a == "--warmup" && (v = value()) && number(*v, n)) {
+            o.warmup = static_cast<int>(n);
+            o.warmup_given = true;
+        } else if (a == "--address" && (v = value())) o.address = *v;
         else if (a == "--device" && (v = value())) device = *v;
         else if (a == "--scenario" && (v = value())) o.scenarios.push_back(*v);
         else if (a == "--system" && (v = value())) o.systems.push_back(*v);
-        else if (a == "--stream-bytes" && (v = value()) && number(*v, n) && n > 0) o.stream_bytes = static_cast<uint64_t>(n);
-        else if (a == "--json" && (v = value())) o.json_path = *v;
+        else if (a == "--stream-bytes" && (v = value()) && number(*v, n) && n > 0) {
+            o.stream_bytes = static_cast<uint64_t>(n);
+            o.stream_bytes_given = true;
+        } else if (a == "--json" && (v = value())) o.json_path = *v;
         else if (a == "--csv" && (v = value())) o.csv_path = *v;
         else if (a == "--server") server = true;
         else if (a == "--once") once = true;
@@ -111,11 +119,9 @@ int main(int argc, char** argv) {
         scenario ignored;
         if (!scenario_named(name, ignored)) return refuse(("unknown scenario '" + name + "'").c_str());
     }
-    if (o.short_run && o.iterations == 200) {
-        o.iterations = 30;
-        o.warmup = 5;
-        o.stream_bytes = 8u << 20;
-    }
+    // The short run: 8 MiB per bandwidth sample, counts per row from a time budget unless
+    // --iterations fixes them (runner.cpp, row_policy).
+    if (o.short_run && !o.stream_bytes_given) o.stream_bytes = 8u << 20;
     if (o.iterations < 1 || o.warmup < 0) return usage(argv[0]);
     if (o.address.empty()) {
         if (!device.empty()) setenv("SANSOCK_TEST_DEVICE", device.c_str(), 1);

@@ -87,18 +87,15 @@ ssize_t drain(sansock_socket_t s) {
 
 void count_callback(void* user, int64_t) { static_cast<std::atomic<int>*>(user)->fetch_add(1); }
 
-// Runs `once` warm-up + iterations times; `once` returns a duration in ns or a negated errno.
+// sample_loop (bench.hpp) for a `once` that returns a duration in ns or a negated errno.
 template <typename Once>
 int repeat(const request& r, measurement& out, std::string& why, Once&& once) {
-    for (int i = 0; i < r.warmup + r.iterations; ++i) {
-        double ns = once();
-        if (ns < 0) {
-            if (why.empty()) why = sansock_strerror(static_cast<int>(ns));
-            return static_cast<int>(ns);
-        }
-        if (i >= r.warmup) out.samples_ns.push_back(ns);
-    }
-    return 0;
+    return sample_loop(r, out, why, [&](double& ns, std::string& w) {
+        ns = once();
+        if (ns >= 0) return 0;
+        if (w.empty()) w = sansock_strerror(static_cast<int>(ns));
+        return static_cast<int>(ns);
+    });
 }
 
 // Peer half: peer_loop (bench.hpp) for a `once` that records its failure in the context.

@@ -76,10 +76,13 @@ int serve_scenario(fixture& fx, control& ctl, const request& r, std::string& why
             return rc;
         endpoint& server = *c;
         const uint64_t expected = messages * uint64_t(r.warmup + r.iterations);
+        const uint64_t counted_from = messages * uint64_t(r.warmup); // as peer_loop: CPU of counted samples
         uint64_t received = 0, idle_since = 0, idle_polls = 0;
+        int64_t cpu0 = -1;
         ibv_wc wc[64];
         int rc = 0;
         while (received < expected && rc == 0) {
+            if (cpu0 < 0 && received >= counted_from) cpu0 = process_cpu_ns();
             int m = ibv_poll_cq(server.cq.get(), 64, wc);
             if (m < 0) rc = fail(why, -EIO, "ibv_poll_cq");
             for (int i = 0; i < m && rc == 0; ++i) {
@@ -99,6 +102,7 @@ int serve_scenario(fixture& fx, control& ctl, const request& r, std::string& why
                 if (now_ns() - idle_since > wait_ns) rc = fail(why, -ETIMEDOUT, "streaming");
             }
         }
+        if (rc == 0 && cpu0 >= 0) ctl.cpu_ns = process_cpu_ns() - cpu0;
         if (rc == 0) return await_disconnect(fx, c, why);
         destroy(fx, c);
         return rc;
