@@ -19,7 +19,7 @@ void rearm_completions(verbs_instance& self, vsocket& s) {
 }
 
 // A socket whose QP carries the user's traffic (connected, or about to be).
-bool receiving(const vsocket& s) {
+static bool receiving(const vsocket& s) {
     return s.state == socket_state::connected ||
            ((s.state == socket_state::connecting || s.state == socket_state::accepting) && s.qp);
 }

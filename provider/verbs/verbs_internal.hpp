@@ -329,7 +329,6 @@ int verbs_getsockname(provider::instance* p, socket_handle h, sockaddr* address,
 int verbs_getpeername(provider::instance* p, socket_handle h, sockaddr* address, socklen_t* length);
 
 // verbs_completion.cpp: completion queues, the event engine's callbacks, progress.
-bool receiving(const vsocket& s);
 void rearm_completions(verbs_instance& self, vsocket& s);
 void drain_completions(verbs_instance& self, vsocket& s);
 void on_device_completions(void* context, int fd, uint32_t revents) noexcept;

@@ -60,9 +60,10 @@ void fail_connection(verbs_instance& self, vsocket& s, int code, connection_even
 void start_teardown(verbs_instance& self, vsocket& s) {
     if (s.state == socket_state::closed) return;
     s.state = socket_state::closed;
-    // Nothing on the caller's path touches the device: every buffer posted to the QP is one of
-    // our own registered slots, never the user's, so the pending operations can be cancelled
-    // at once. The next progress (woken by close) moves the QP to error and sends the
+    // Nothing on the caller's path touches the device: in stream mode every buffer posted to the
+    // QP is one of our own registered slots, never the user's, and in message mode the regions
+    // posted stay busy until their flushes are reaped, so the pending operations can be
+    // cancelled at once. The next progress (woken by close) moves the QP to error and sends the
     // disconnect request (rdma_disconnect); what arrives meanwhile is dropped with the socket.
     // (Moving the QP to error here cost 200+ us on rxe: its flush events woke progress.)
     if (s.id && s.id->qp != nullptr) s.disconnect_pending = true;

@@ -35,12 +35,22 @@ using sansock::test::ipv4;
 
 const char* text(int64_t code) { return code < 0 ? strerrordesc_np(static_cast<int>(-code)) : "ok"; }
 
-// The process that holds sockets on the device while it is removed.
+// Receives and sends of message mode name a registered region instead of a buffer.
+void name_region(provider::operation& op, provider::memory_handle region) {
+    op.buffer = nullptr;
+    op.memory = region;
+    op.memory_offset = 0;
+}
+
+// The process that holds sockets on the device while it is removed; in stream mode or message
+// mode (config::messages), where the regions the receives named are released with the device.
 int device_holder(const std::vector<std::string>& args) {
-    if (args.size() != 1) return 2;
+    if (args.size() != 2) return 2;
     const std::string address = args[0];
-    provider_harness server(verbs::verbs_ops, {});
-    provider_harness client(verbs::verbs_ops, {});
+    provider::config settings;
+    settings.messages = args[1] == "messages";
+    provider_harness server(verbs::verbs_ops, settings);
+    provider_harness client(verbs::verbs_ops, settings);
     if (server.status() != 0 || client.status() != 0) return 3;
     const auto& ops = server.ops();
     provider::socket_handle listener = 0, connected = 0;
@@ -65,6 +75,14 @@ int device_holder(const std::vector<std::string>& args) {
     recv_a.buffer = &byte_a;
     recv_b.buffer = &byte_b;
     recv_a.length = recv_b.length = 1;
+    provider::memory_handle region_a = 0, region_b = 0;
+    if (settings.messages) {
+        if (ops.register_memory(client.instance(), &byte_a, 1, provider::memory_local, &region_a) ||
+            ops.register_memory(server.instance(), &byte_b, 1, provider::memory_local, &region_b))
+            return 6;
+        name_region(recv_a, region_a);
+        name_region(recv_b, region_b);
+    }
     ops.recv(client.instance(), connected, &recv_a);
     ops.recv(server.instance(), accepted, &recv_b);
     ops.accept(server.instance(), listener, &accept_more);
@@ -81,10 +99,12 @@ int device_holder(const std::vector<std::string>& args) {
     waitable_operation late(operation_kind::send);
     late.buffer = &byte_a;
     late.length = 1;
+    if (settings.messages) name_region(late, region_a);
     report("later_send", text(ops.send(client.instance(), connected, &late)));
     waitable_operation late_recv(operation_kind::recv);
     late_recv.buffer = &byte_b;
     late_recv.length = 1;
+    if (settings.messages) name_region(late_recv, region_b);
     report("later_recv", text(ops.recv(server.instance(), accepted, &late_recv)));
     waitable_operation late_accept(operation_kind::accept);
     report("later_accept", text(ops.accept(server.instance(), listener, &late_accept)));
@@ -100,6 +120,8 @@ int device_holder(const std::vector<std::string>& args) {
     report("device_down_events", down_events);
     report("close", ops.close(client.instance(), connected) | ops.close(server.instance(), accepted) |
                         ops.close(server.instance(), listener));
+    if (settings.messages) // nothing is left on the device to keep the regions busy
+        report("deregister", ops.deregister_memory(client.instance(), region_a) | ops.deregister_memory(server.instance(), region_b));
     return 0;
 }
 
@@ -107,13 +129,16 @@ peer_role_registrar register_holder("device-holder", device_holder);
 
 } // namespace
 
-TEST_CASE("Removing the device completes pending operations with -ENETDOWN and later calls fail the same") {
+static void check_removal(const char* mode) {
     const std::string device = env("SANSOCK_TEST_REMOVABLE_DEVICE");
     const std::string address = env("SANSOCK_TEST_REMOVABLE_ADDR");
     const std::string netdev = env("SANSOCK_TEST_REMOVABLE_NETDEV");
     REQUIRE_MESSAGE(!device.empty(), "SANSOCK_TEST_REMOVABLE_* not set");
 
-    peer_process holder("device-holder", {address});
+    // The device of a previous removal was added back: it may take a moment to be active.
+    for (int i = 0; i < 100 && command_output("rdma link show " + device + "/1 2>&1").find("ACTIVE") == std::string::npos; ++i)
+        std::this_thread::sleep_for(100ms);
+    peer_process holder("device-holder", {address, mode});
     REQUIRE(holder.started());
     REQUIRE_MESSAGE(holder.wait_for("ready", 120s).has_value(), "the holder did not connect");
 
@@ -149,4 +174,13 @@ TEST_CASE("Removing the device completes pending operations with -ENETDOWN and l
     CHECK(value("later_accept") == down);
     CHECK(value("device_down_events") == std::to_string((client_end == down) + (server_end == down)));
     CHECK(value("close") == "0");
+    if (std::string(mode) == "messages") CHECK(value("deregister") == "0");
+}
+
+TEST_CASE("Removing the device completes pending operations with -ENETDOWN and later calls fail the same") {
+    check_removal("stream");
+}
+
+TEST_CASE("Message mode: removing the device completes pending receives with -ENETDOWN and releases their regions") {
+    check_removal("messages");
 }
