@@ -51,13 +51,15 @@ wait_listen() {
 iperf_case() { # iperf_case NAME PORT CLIENT_ARGS...
   local name=$1 port=$2; shift 2
   rm -f "$work/$name".*
-  timeout 120 "${run[@]}" --report "$work/$name.server" iperf3 -s -1 -B "$address" -p "$port" --json > "$work/$name.server.json" 2> "$work/$name.server.err" &
+  SANSOCK_PRELOAD_VERBOSE=1 timeout 120 "${run[@]}" --report "$work/$name.server" iperf3 -s -1 -B "$address" -p "$port" --json > "$work/$name.server.json" 2> "$work/$name.server.err" &
   local server=$!
   wait_listen "$port" || return 1
-  timeout 120 "${run[@]}" --report "$work/$name.client" iperf3 -c "$address" -p "$port" -n 128M --json "$@" > "$work/$name.client.json" 2> "$work/$name.client.err"
+  SANSOCK_PRELOAD_VERBOSE=1 timeout 120 "${run[@]}" --report "$work/$name.client" iperf3 -c "$address" -p "$port" -n 128M --json "$@" > "$work/$name.client.json" 2> "$work/$name.client.err"
   local client=$?
   wait $server
   local served=$?
+  # A connection that fell back to TCP says why (with SANSOCK_PRELOAD_VERBOSE=1).
+  grep -h "kernel TCP" "$work/$name.client.err" "$work/$name.server.err" 2>/dev/null | sed 's/^/  /'
   [ $client = 0 ] && [ $served = 0 ] || { echo "iperf3 $name: client $client, server $served"; tail -5 "$work/$name.client.json" "$work/$name.client.err" "$work/$name.server.err"; return 1; }
   python3 - "$work/$name" "$*" <<'PY' || return 1
 import json, sys
@@ -135,10 +137,11 @@ close_case() { # close_case MODE DELAY_MS EXPECT_SERVER EXPECT_CLOSE_REGEX
   timeout 60 "${run[@]}" "$linger" receive "$address" $port "$delay" > "$work/close.server" 2>&1 &
   local server=$!
   wait_listen $port || return 1
-  # Less than the peer's receive buffers and the send buffer hold together (session protocol
-  # 2: a 256 KiB window and 256 KiB; 3: 6 DATA messages of 16 KiB and 256 KiB), so every write
-  # returns at once and close is what waits (or not).
-  timeout 60 "${run[@]}" "$linger" send "$address" $port "$mode" 200000 > "$work/close.client" 2>&1 || return 1
+  # More than the peer's receive window, so that close has data to wait for, and less than
+  # that and the send buffer together, so that every write returns at once: 300,000 bytes for
+  # session protocol 2 (a 262,144-byte window, 256 KiB of send buffer) and 3 (6 DATA messages
+  # of 16,368 bytes in the peer's receive buffers, 256 KiB of send buffer) alike.
+  timeout 60 "${run[@]}" "$linger" send "$address" $port "$mode" 300000 > "$work/close.client" 2>&1 || return 1
   wait $server
   echo "  $mode: sender '$(cat "$work/close.client")', receiver '$(tail -1 "$work/close.server")'"
   grep -qE "$expect" "$work/close.server" && grep -qE "$closing" "$work/close.client"
@@ -147,9 +150,9 @@ close_case() { # close_case MODE DELAY_MS EXPECT_SERVER EXPECT_CLOSE_REGEX
 check "SO_LINGER {1, 0}: close returns at once, the peer sees a reset" \
   close_case abort 500 "reset" "^close 0 errno 0 after [0-9]{1,3} ms"
 check "SO_LINGER {1, 10} on a blocking socket: close waits for the data (the peer reads after 2 s)" \
-  close_case linger 2000 "bytes 200000 end" "^close 0 errno 0 after (1[5-9][0-9][0-9]|[2-9][0-9]{3}|[0-9]{5}) ms"
+  close_case linger 2000 "bytes 300000 end" "^close 0 errno 0 after (1[5-9][0-9][0-9]|[2-9][0-9]{3}|[0-9]{5}) ms"
 check "default close returns at once, the program exits, and the data still arrives" \
-  close_case default 2000 "bytes 200000 end" "^close 0 errno 0 after [0-9]{1,3} ms"
+  close_case default 2000 "bytes 300000 end" "^close 0 errno 0 after [0-9]{1,3} ms"
 
 # --- fallback: one end on the kernel ----------------------------------------------------------
 mixed_case() { # mixed_case WHICH_END_PRELOADED PORT
