@@ -489,9 +489,9 @@ int create_context(const sansock_context_attr* given, const context_hooks& hooks
         return rc;
     }
     config.messages = ctx->messages;
-    if (ctx->messages) { // the provider holds what a connection's pool posts (message_data.cpp)
-        config.send_slots = std::max(attr.send_slots, 2u);
-        config.recv_slots = std::clamp(attr.recv_slots, msg::min_buffers, msg::max_buffers);
+    if (ctx->messages) { // the provider holds what a connection's pool posts
+        config.send_slots = send_buffers_for(attr.send_slots);
+        config.recv_slots = recv_buffers_for(attr.recv_slots);
     }
     config.provider_specific = hooks.provider_specific;
     if (config.provider_specific == nullptr && attr.provider == SANSOCK_PROVIDER_LOOPBACK && hooks.provider_ops == nullptr) {

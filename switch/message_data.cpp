@@ -82,7 +82,7 @@ bool post_message(stream_socket& s, message_session& m, session::message_type ty
     m.free_sends.pop_back();
     uint8_t* out = m.buffer(slot);
     msg::header h;
-    h.type = static_cast<msg::message_type>(type);
+    h.type = type;
     h.credits = static_cast<uint16_t>(std::min<uint32_t>(m.owed, UINT16_MAX));
     h.value = value;
     h.length = static_cast<uint32_t>(payload);
@@ -189,7 +189,7 @@ void take_message(stream_socket& s, message_session& m, uint32_t slot, size_t le
     }
     --m.credit.peer_may_send;
     m.credit.credits += h.credits;
-    switch (static_cast<session::message_type>(h.type)) {
+    switch (h.type) {
     case session::message_type::hello:
         s.session.hello_received = true;
         m.credit.peer_buffers = h.credits;
@@ -291,8 +291,8 @@ int open_message_session(stream_socket& s, bool accepting) {
     m->ctx = &ctx;
     m->accepting = accepting;
     m->buffer_size = ctx.attr.slot_size;
-    m->send_buffers = std::max(ctx.attr.send_slots, 2u); // one is kept for control messages
-    m->recv_buffers = std::clamp(ctx.attr.recv_slots, msg::min_buffers, msg::max_buffers);
+    m->send_buffers = send_buffers_for(ctx.attr.send_slots);
+    m->recv_buffers = recv_buffers_for(ctx.attr.recv_slots);
     const uint32_t total = m->send_buffers + m->recv_buffers;
     m->memory_bytes = (size_t(total) * m->buffer_size + 4095) / 4096 * 4096;
     m->memory = static_cast<uint8_t*>(std::aligned_alloc(4096, m->memory_bytes));
@@ -313,7 +313,6 @@ int open_message_session(stream_socket& s, bool accepting) {
         op.memory_offset = uint64_t(slot) * m->buffer_size;
     }
     for (uint32_t slot = m->send_buffers; slot-- > 0;) m->free_sends.push_back(slot);
-    m->credit.buffer_size = m->buffer_size;
     // The connecting side keeps one receive for the accepting side's HELLO, which comes with no
     // credit; the rest, and that one once reposted, its own HELLO grants.
     m->credit.peer_may_send = accepting ? 0 : 1;
@@ -344,9 +343,9 @@ void pump_messages(stream_socket& s) {
 int queue_control_message(stream_socket& s, session::message_type type, uint32_t value) {
     if (s.ps == 0 || !s.messages) return -ENOTCONN;
     message_session& m = *s.messages;
-    if (type == session::message_type::keepalive) m.pending |= value == msg::keepalive_probe ? pending_probe : pending_reply;
-    else if (type == session::message_type::fin_ack) m.pending |= pending_fin_ack;
-    else return -EINVAL; // the others are the data path's own
+    // Only the keepalive timer asks from outside; every other message is the data path's own.
+    if (type != session::message_type::keepalive) return -EINVAL;
+    m.pending |= value == msg::keepalive_probe ? pending_probe : pending_reply;
     pump_messages(s);
     return 0;
 }

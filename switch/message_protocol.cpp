@@ -1,21 +1,16 @@
 // SPDX-License-Identifier: MIT
 // Encoding and validation of session protocol version 3 messages.
 #include "switch/message_protocol.hpp"
+#include "switch/wire_bytes.hpp"
 
 #include <cstdio>
 
 namespace sansock::msg {
 
-namespace {
-void put16(uint8_t* p, uint16_t v) { p[0] = uint8_t(v); p[1] = uint8_t(v >> 8); }
-void put32(uint8_t* p, uint32_t v) {
-    for (int i = 0; i < 4; ++i) p[i] = uint8_t(v >> (8 * i));
-}
-uint16_t get16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
-uint32_t get32(const uint8_t* p) {
-    return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
-}
-} // namespace
+using wire::get16;
+using wire::get32;
+using wire::put16;
+using wire::put32;
 
 void encode(const header& h, uint8_t* out) {
     put16(out, h.magic);

@@ -25,11 +25,10 @@ inline constexpr uint32_t control_reserve = 2;
 inline constexpr uint32_t min_buffer_size = 64;          // bytes of a receive buffer, header included
 inline constexpr uint32_t max_buffer_size = 1u << 30;
 
-enum class message_type : uint8_t { hello = 1, data = 2, credit = 3, fin = 4, fin_ack = 5, keepalive = 6 };
-
-// The value of a KEEPALIVE.
-inline constexpr uint32_t keepalive_probe = 0;
-inline constexpr uint32_t keepalive_reply = 1;
+// The types and KEEPALIVE values are version 2's (same numbers, same meaning).
+using session::message_type;
+using session::keepalive_probe;
+using session::keepalive_reply;
 
 struct header {
     uint16_t magic = msg::magic;
@@ -46,7 +45,6 @@ header decode(const uint8_t* in);
 
 // A connection's credits, as the receiving side counts them.
 struct credit_state {
-    uint32_t buffer_size = 0;   // our receive buffers' size: the largest message we take
     uint32_t peer_may_send = 0; // our receives the peer may still use (granted, not used yet)
     uint32_t credits = 0;       // the peer's receives we may still use
     uint32_t peer_buffers = 0;  // the receives the peer said it has (its HELLO): the most credits

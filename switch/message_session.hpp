@@ -5,6 +5,7 @@
 // returning credits never allocate), and its credits. Only switch/*.cpp include this.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -39,6 +40,14 @@ enum pending_control : uint32_t {
     pending_probe = 1u << 3,
     pending_reply = 1u << 4,
 };
+
+// A connection's pool from the context's attributes (slot_size, send_slots, recv_slots): one
+// send buffer is kept for control messages, and the receives are what a header can count. The
+// provider's config holds as many (context.cpp).
+inline uint32_t send_buffers_for(uint32_t send_slots) { return std::max(send_slots, 2u); }
+inline uint32_t recv_buffers_for(uint32_t recv_slots) {
+    return std::clamp(recv_slots, msg::min_buffers, msg::max_buffers);
+}
 
 struct message_session {
     context* ctx = nullptr;
@@ -79,7 +88,7 @@ int open_message_session(stream_socket& s, bool accepting);
 void start_message_session(stream_socket& s);
 // Control messages, stream bytes and credits out, as the credits and send buffers allow.
 void pump_messages(stream_socket& s);
-// Queues a control message (KEEPALIVE probe, FIN_ACK...) of `type`; sent by pump_messages.
+// Queues a KEEPALIVE (probe or reply) for pump_messages; -EINVAL for any other type.
 int queue_control_message(stream_socket& s, session::message_type type, uint32_t value);
 size_t take_held(stream_socket& s, uint8_t* out, size_t length);
 size_t peek_held(const stream_socket& s, uint8_t* out, size_t length); // MSG_PEEK
