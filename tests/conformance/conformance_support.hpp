@@ -14,6 +14,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 #include <vector>
@@ -267,6 +268,27 @@ private:
 inline bool readable_within(int fd, int timeout_ms) {
     pollfd p{fd, POLLIN, 0};
     return ::poll(&p, 1, timeout_ms) == 1;
+}
+
+// What the data-integrity cases of several files share: a checksum (FNV-1a, with the length),
+// seeded random contents, a registration that must succeed.
+inline uint64_t checksum(const uint8_t* p, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h ^ n;
+}
+
+inline void fill_random(uint8_t* p, size_t n, uint32_t seed) {
+    std::mt19937 gen(seed);
+    for (size_t i = 0; i < n; ++i) p[i] = uint8_t(gen());
+}
+
+inline provider::memory_handle register_on(two_hosts& hosts, provider::instance* inst, uint8_t* p, size_t n,
+                                           uint32_t access) {
+    provider::memory_handle m = provider::invalid_memory;
+    REQUIRE(hosts.ops.register_memory(inst, p, n, access, &m) == 0);
+    REQUIRE(m != provider::invalid_memory);
+    return m;
 }
 
 } // namespace sansock::conformance

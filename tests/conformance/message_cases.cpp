@@ -12,17 +12,6 @@ namespace {
 using provider::memory_handle;
 using provider::remote_memory;
 
-uint64_t checksum(const uint8_t* p, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
-    return h ^ n;
-}
-
-void fill_random(uint8_t* p, size_t n, uint32_t seed) {
-    std::mt19937 gen(seed);
-    for (size_t i = 0; i < n; ++i) p[i] = uint8_t(gen());
-}
-
 provider::config message_config(uint32_t send_slots = 4, uint32_t recv_slots = 4) {
     provider::config c = small_config(); // 4 KiB messages
     c.send_slots = send_slots;
@@ -41,7 +30,7 @@ struct region {
 
 region make_region(two_hosts& hosts, provider::instance* inst, size_t length, uint32_t access = provider::memory_local) {
     region r{inst, hosts.new_buffer(length), length};
-    REQUIRE(hosts.ops.register_memory(inst, r.data, length, access, &r.handle) == 0);
+    r.handle = register_on(hosts, inst, r.data, length, access);
     return r;
 }
 

@@ -11,23 +11,6 @@ namespace {
 using provider::memory_handle;
 using provider::remote_memory;
 
-uint64_t checksum(const uint8_t* p, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
-    return h ^ n;
-}
-
-void fill_random(uint8_t* p, size_t n, uint32_t seed) {
-    std::mt19937 gen(seed);
-    for (size_t i = 0; i < n; ++i) p[i] = uint8_t(gen());
-}
-
-memory_handle register_on(two_hosts& hosts, provider::instance* inst, uint8_t* p, size_t n, uint32_t access) {
-    memory_handle m = provider::invalid_memory;
-    REQUIRE(hosts.ops.register_memory(inst, p, n, access, &m) == 0);
-    REQUIRE(m != provider::invalid_memory);
-    return m;
-}
 
 tracked& rdma_op(two_hosts& hosts, operation_kind kind, memory_handle local, uint64_t offset, size_t length,
                  const remote_memory& remote, uint64_t remote_offset) {

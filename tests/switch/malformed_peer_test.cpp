@@ -202,21 +202,7 @@ TEST_CASE("A malformed message resets that connection only") {
     watchdog guard("malformed peer", 90s);
     const std::vector<attack> list = attacks();
     bool raw_connects = true;
-    size_t which = 0;
-    auto pick_attack = [&] {
-        for (size_t i = 0; i < list.size(); ++i) {
-            SUBCASE(list[i].name) { which = i; }
-        }
-    };
-    SUBCASE("the raw peer connects to a switch listener") {
-        raw_connects = true;
-        pick_attack();
-    }
-    SUBCASE("the switch connects to a raw listener") {
-        raw_connects = false;
-        pick_attack();
-    }
-    const attack& chosen = list[which];
+    const attack& chosen = list[pick_attack(list, &raw_connects)];
     CAPTURE(raw_connects);
     CAPTURE(chosen.name);
 

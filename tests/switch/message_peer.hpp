@@ -110,14 +110,7 @@ public:
         return control_result_;
     }
     uint16_t listen() {
-        REQUIRE(ops.socket(inst, &listener) == 0);
-        const sockaddr_in any = ipv4(0);
-        REQUIRE(ops.bind(inst, listener, as_sockaddr(any), sizeof any) == 0);
-        REQUIRE(ops.listen(inst, listener, 8) == 0);
-        sockaddr_in bound{};
-        socklen_t length = sizeof bound;
-        REQUIRE(ops.getsockname(inst, listener, reinterpret_cast<sockaddr*>(&bound), &length) == 0);
-        return ntohs(bound.sin_port);
+        return listen_raw(ops, inst, &listener);
     }
     // Starts accepting on the listener; accepted() takes the connection and posts the receives
     // (before this side's HELLO, which goes first).

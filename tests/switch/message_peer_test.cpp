@@ -15,18 +15,34 @@ constexpr uint32_t switch_buffer_size = 16384; // its buffer size (attr.slot_siz
 
 std::vector<uint8_t> bytes_of(const std::string& text) { return {text.begin(), text.end()}; }
 
+// A version 3 host with a listener, and a raw peer connected to it and accepted.
+struct raw_connected {
+    world w;
+    sansock_context* a = nullptr;
+    raw_message_peer raw;
+    sansock_socket_t l = 0;
+    sansock_socket_t s = 0;
+    raw_connected() : a(pinned_host(w)), raw(w.fabric()) {
+        uint16_t port = 0;
+        l = listen_on(a, &port);
+        REQUIRE(raw.connect(port) == 0);
+        s = accept_one(l);
+    }
+    static sansock_context* pinned_host(world& w) {
+        w.session_version = 3;
+        return w.host();
+    }
+};
+
 // ---- a well-behaved raw peer ----
 
 TEST_CASE("A well-behaved raw message peer: HELLO, DATA both ways, CREDIT as the application reads, FIN both ways") {
     watchdog guard("raw message peer, well-behaved");
-    world w;
-    w.session_version = 3;
-    sansock_context* a = w.host();
-    raw_message_peer raw(w.fabric());
-    uint16_t port = 0;
-    const sansock_socket_t l = listen_on(a, &port);
-    REQUIRE(raw.connect(port) == 0);
-    const sansock_socket_t s = accept_one(l);
+    raw_connected c;
+    sansock_context* a = c.a;
+    raw_message_peer& raw = c.raw;
+    const sansock_socket_t l = c.l;
+    const sansock_socket_t s = c.s;
 
     // The accepting switch speaks first: its receive buffers as credits, their size as value.
     const peer_message hello = raw.next();
@@ -291,21 +307,7 @@ TEST_CASE("A malformed message resets that connection only (session protocol 3)"
     watchdog guard("malformed message peer", 120s);
     const std::vector<attack> list = attacks();
     bool raw_connects = true;
-    size_t which = 0;
-    auto pick_attack = [&] {
-        for (size_t i = 0; i < list.size(); ++i) {
-            SUBCASE(list[i].name) { which = i; }
-        }
-    };
-    SUBCASE("the raw peer connects to a switch listener") {
-        raw_connects = true;
-        pick_attack();
-    }
-    SUBCASE("the switch connects to a raw listener") {
-        raw_connects = false;
-        pick_attack();
-    }
-    const attack& chosen = list[which];
+    const attack& chosen = list[pick_attack(list, &raw_connects)];
     CAPTURE(raw_connects);
     const std::string attack_name = chosen.name;
     CAPTURE(attack_name);
@@ -454,14 +456,11 @@ TEST_CASE("Session protocol 2 and 3 contexts refuse each other's connections") {
 
 TEST_CASE("Credits never overrun under a reader that stalls") {
     watchdog guard("stalled reader");
-    world w;
-    w.session_version = 3;
-    sansock_context* a = w.host();
-    raw_message_peer raw(w.fabric());
-    uint16_t port = 0;
-    const sansock_socket_t l = listen_on(a, &port);
-    REQUIRE(raw.connect(port) == 0);
-    const sansock_socket_t s = accept_one(l);
+    raw_connected c;
+    sansock_context* a = c.a;
+    raw_message_peer& raw = c.raw;
+    const sansock_socket_t l = c.l;
+    const sansock_socket_t s = c.s;
     REQUIRE(raw.next().is(message_type::hello));
     // The HELLO grants exactly the raw peer's receives; then it reposts nothing for a while.
     REQUIRE(raw.send_hello() == 0);

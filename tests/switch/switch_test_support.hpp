@@ -311,7 +311,42 @@ inline int freeze(sansock_context* ctx, sansock_socket_t s, bool frozen) {
     return loopback::freeze(provider_instance_of(ctx), provider_socket_of(s), frozen);
 }
 
-// ---- a raw loopback peer, speaking bytes ----
+// ---- raw loopback peers ----
+
+// The attack of `list` (each with a `name`) that this run of a malformed-peer test takes, and
+// which side connects: one doctest SUBCASE for every attack in each direction.
+template <typename Attack>
+size_t pick_attack(const std::vector<Attack>& list, bool* raw_connects) {
+    size_t which = 0;
+    const auto pick = [&] {
+        for (size_t i = 0; i < list.size(); ++i) {
+            SUBCASE(list[i].name) { which = i; }
+        }
+    };
+    SUBCASE("the raw peer connects to a switch listener") {
+        *raw_connects = true;
+        pick();
+    }
+    SUBCASE("the switch connects to a raw listener") {
+        *raw_connects = false;
+        pick();
+    }
+    return which;
+}
+
+// A provider listener of a raw peer on an ephemeral port of kAddress's fabric (returned).
+inline uint16_t listen_raw(const provider::ops& ops, provider::instance* inst, provider::socket_handle* listener) {
+    REQUIRE(ops.socket(inst, listener) == 0);
+    const sockaddr_in any = ipv4(0);
+    REQUIRE(ops.bind(inst, *listener, as_sockaddr(any), sizeof any) == 0);
+    REQUIRE(ops.listen(inst, *listener, 8) == 0);
+    sockaddr_in bound{};
+    socklen_t length = sizeof bound;
+    REQUIRE(ops.getsockname(inst, *listener, reinterpret_cast<sockaddr*>(&bound), &length) == 0);
+    return ntohs(bound.sin_port);
+}
+
+// A raw peer speaking session protocol 2 as bytes:
 
 class raw_peer {
 public:
@@ -382,14 +417,7 @@ public:
     }
     // Listens on an ephemeral port (returned).
     uint16_t listen() {
-        REQUIRE(ops.socket(inst, &listener) == 0);
-        const sockaddr_in any = ipv4(0);
-        REQUIRE(ops.bind(inst, listener, as_sockaddr(any), sizeof any) == 0);
-        REQUIRE(ops.listen(inst, listener, 8) == 0);
-        sockaddr_in bound{};
-        socklen_t length = sizeof bound;
-        REQUIRE(ops.getsockname(inst, listener, reinterpret_cast<sockaddr*>(&bound), &length) == 0);
-        return ntohs(bound.sin_port);
+        return listen_raw(ops, inst, &listener);
     }
     op& start_accept() {
         op& t = new_op(provider::operation_kind::accept, 0);
