@@ -210,13 +210,16 @@ int verbs_progress(provider::instance* p, int timeout_ms) {
     int rc = self->engine->run_once(std::chrono::milliseconds(wait_ms));
     if (rc < 0 && rc != -EINTR && rc != -ETIME) return rc;
     op_queue ops;
+    vsocket* reaped;
     {
         std::lock_guard lock(self->mutex);
-        reap_closed(*self);
+        reaped = reap_closed(*self);
         rearm_abandoned(*self);
         take_deliveries(*self, invalid_socket, ops);
     }
-    return deliver(*self, ops, invalid_socket);
+    const int delivered = deliver(*self, ops, invalid_socket);
+    destroy_reaped(*self, reaped); // after the deliveries: they do not wait for the kernel
+    return delivered;
 }
 
 // Busy-poll support: the caller's thread polls the socket's own completion queue and delivers

@@ -49,6 +49,7 @@ constexpr uint32_t rdma_depth = 16;
 constexpr uint32_t wanted_inline = 128;
 // A close waits at most this for the flushes of its RDMA requests (see quiesce_rdma).
 constexpr auto rdma_flush_limit = std::chrono::seconds(1);
+constexpr auto slow_destroy = std::chrono::milliseconds(20); // logged (info): the kernel waited
 // Flushes normally arrive within milliseconds; past this the QP is destroyed regardless.
 constexpr auto teardown_limit = std::chrono::seconds(5);
 // A socket left unarmed by a poller that has not come back within this is armed by progress.
@@ -194,6 +195,7 @@ struct vsocket {
     // As a connection a listener still holds.
     vsocket* listener = nullptr;
     vsocket* ready_next = nullptr; // in the listener's `ready`
+    vsocket* reaped_next = nullptr; // reaped, to be destroyed (reap_closed)
 
     // As a connection.
     operation* connect_op = nullptr;
@@ -384,7 +386,8 @@ void stop_connection(vsocket& s);
 void fail_connection(verbs_instance& self, vsocket& s, int code, connection_event event);
 void start_teardown(verbs_instance& self, vsocket& s);
 void release_device(verbs_instance& self, ibv_context* context);
-void reap_closed(verbs_instance& self);
+vsocket* reap_closed(verbs_instance& self);
+void destroy_reaped(verbs_instance& self, vsocket* reaped);
 int verbs_close(provider::instance* p, socket_handle h);
 
 } // namespace sansock::verbs::detail

@@ -121,10 +121,12 @@ void release_device(verbs_instance& self, ibv_context* context) {
     }
 }
 
-// Destroys closed sockets whose posted requests have all flushed (or that ran out of time),
-// unless a thread is still delivering their last completions (closed from inside one).
-void reap_closed(verbs_instance& self) {
-    if (self.closing == 0) return;
+// Takes out of the instance the closed sockets whose posted requests have all flushed (or that
+// ran out of time), unless a thread is still delivering their last completions (closed from
+// inside one), and returns them linked through reaped_next, for destroy_reaped.
+vsocket* reap_closed(verbs_instance& self) {
+    vsocket* reaped = nullptr;
+    if (self.closing == 0) return reaped;
     const auto now = std::chrono::steady_clock::now();
     for (auto it = self.sockets.begin(); it != self.sockets.end();) {
         vsocket* s = it->first;
@@ -141,8 +143,28 @@ void reap_closed(verbs_instance& self) {
             continue;
         }
         --self.closing;
-        release_message_slots(self, *s); // flushed, or the QP is destroyed now
-        it = self.sockets.erase(it); // members destroy QP, CQ, MR, buffer, then the id
+        release_message_slots(self, *s); // flushed, or the QP is destroyed next
+        s->reaped_next = reaped;
+        reaped = it->second.release();
+        it = self.sockets.erase(it); // (erase never allocates)
+    }
+    return reaped;
+}
+
+// Destroys what reap_closed took out, without the instance's lock: the kernel may take its
+// time over a QP (rxe waits about a second for packets that still name it when the peer host
+// is gone: measured in the twohost death-keepalive test), and meanwhile every other call of
+// the instance goes on. Called inside progress (progress_mutex held), so no device event is
+// handled meanwhile; the caller of progress does wait (docs/provider-interface.md).
+void destroy_reaped(verbs_instance& self, vsocket* reaped) {
+    while (vsocket* s = reaped) {
+        reaped = s->reaped_next;
+        const auto started = std::chrono::steady_clock::now();
+        delete s; // members destroy QP, CQ, MR, buffer, then the id
+        const auto took = std::chrono::steady_clock::now() - started;
+        if (took >= slow_destroy)
+            log(self, provider::log_level::info, "verbs: destroying a closed connection took %lld ms",
+                static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
     }
 }
 

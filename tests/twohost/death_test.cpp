@@ -160,33 +160,40 @@ TEST_CASE("death-keepalive: host B dies; on host A a receive, a send and a poll 
     remote_job b("B", "doomed", {"port=" + a.need("port", 120), "connections=4"});
     kill_b_then_tell_a(a, b, "ready");
     INFO(a.output());
-    // Each wait ends with the keepalive's -ETIMEDOUT, after B's death (ms counted from A being
-    // told, which is after the kill) and within the bound: B answered probes until it died, so
-    // A's silence began at most idle (+ a round trip) before, so no wait ends before count
-    // intervals have passed.
+    // The keepalive resets all four connections after B's death (ms counted from A being told,
+    // which is after the kill) and within the bound: B answered probes until it died, so A's
+    // silence began at most idle (+ a round trip) before. The background close was ended by
+    // the keepalive too, not by the graceful time-out (600 s). Nothing else held the context
+    // meanwhile (its lock was never waited for long).
+    CHECK(a["ka_close"] == "0");
+    CHECK(a["keepalive_resets"] == "4");
+    CHECK(a.number("keepalive_resets_ms") <= bound_ms);
+    CHECK(a.number("longest_stats_ms") < 500);
+    // Each wait ends with the keepalive's -ETIMEDOUT, no wait before count intervals have
+    // passed, and within the bound plus what the kernel took to destroy a closed connection's
+    // QP: the call that leads progress may be the one that waits for it (rxe holds a QP whose
+    // peer host is gone for about a second).
+    const long wait_bound_ms = bound_ms + a.number("longest_destroy_ms");
     const std::string etimedout = std::to_string(SANSOCK_E_TIMED_OUT);
     for (const char* call : {"ka_recv", "ka_send"}) {
         INFO(call << " = " << text(a.number(call)) << " after " << a[std::string(call) + "_ms"] << " ms");
         CHECK(a[call] == etimedout);
-        CHECK(a.number(std::string(call) + "_ms") <= bound_ms);
+        CHECK(a.number(std::string(call) + "_ms") <= wait_bound_ms);
         CHECK(a.number(std::string(call) + "_ms") >= earliest_ms);
     }
     // The poll returns its socket ready with the error.
     CHECK(a["ka_poll"] == "1");
     CHECK((a.number("ka_poll_revents") & SANSOCK_POLLERR) != 0);
-    CHECK(a.number("ka_poll_ms") <= bound_ms);
+    CHECK(a.number("ka_poll_ms") <= wait_bound_ms);
     CHECK(a.number("ka_poll_ms") >= earliest_ms);
-    // The background close was ended by the keepalive too, not by the graceful time-out (600 s):
-    // four keepalive resets, the last within the bound.
-    CHECK(a["ka_close"] == "0");
-    CHECK(a["keepalive_resets"] == "4");
-    CHECK(a.number("keepalive_resets_ms") <= bound_ms);
     CHECK(a["graceful_timed_out"] == "0");
     check_survivor_recovered(a);
     MESSAGE("keepalive " << idle_s << " s + " << count << " x " << interval_s << " s (bound with 10%: " << bound_ms
                          << " ms): receive " << text(a.number("ka_recv")) << " after " << a["ka_recv_ms"]
                          << " ms, send " << text(a.number("ka_send")) << " after " << a["ka_send_ms"]
                          << " ms, poll after " << a["ka_poll_ms"] << " ms (revents " << a["ka_poll_revents"]
-                         << "), the fourth keepalive reset after " << a["keepalive_resets_ms"] << " ms; "
+                         << "), the keepalive resets after " << a["keepalive_reset_times_ms"]
+                         << " ms (the context's lock waited for at most " << a["longest_stats_ms"]
+                         << " ms; the longest destroy of a closed connection took " << a["longest_destroy_ms"] << " ms); "
                          << transport_note(a));
 }

@@ -92,15 +92,21 @@ inline transport_retries transport_retries_now() {
     return t;
 }
 
-// A role's context, on the guest's own address.
+// A role's context, on the guest's own address. Its log (from info on) goes to stderr, and the
+// longest the verbs provider reported destroying a closed connection took is kept: a thread
+// that happens to run progress then waits that long (rxe holds a QP whose peer host is gone).
 class endpoint {
 public:
     explicit endpoint(uint32_t graceful_timeout_ms = 0) {
         sansock_context_attr attr;
         sansock_context_attr_init(&attr);
         if (graceful_timeout_ms != 0) attr.graceful_timeout_ms = graceful_timeout_ms;
+        attr.log_level = SANSOCK_LOG_INFO;
+        attr.log = &endpoint::log;
+        attr.log_user = this;
         must(sansock_context_create(&attr, &ctx), "sansock_context_create");
     }
+    long longest_destroy_ms() const { return longest_destroy_ms_.load(); }
     ~endpoint() {
         if (ctx != nullptr) sansock_context_destroy(ctx);
     }
@@ -164,6 +170,18 @@ public:
     sansock_context* ctx = nullptr;
     sansock_socket_t listener = 0;
     long port = 0;
+
+private:
+    static void log(void* user, int, const char* message) {
+        std::fprintf(stderr, "sansock: %s\n", message);
+        long took = 0;
+        if (std::sscanf(message, "verbs: destroying a closed connection took %ld ms", &took) == 1) {
+            auto& longest = static_cast<endpoint*>(user)->longest_destroy_ms_;
+            long seen = longest.load();
+            while (took > seen && !longest.compare_exchange_weak(seen, took)) {}
+        }
+    }
+    std::atomic<long> longest_destroy_ms_{0};
 };
 
 // Receives until end of stream or an error, checking every byte against stream `seed`.

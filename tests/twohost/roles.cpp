@@ -211,13 +211,26 @@ void survive_keepalive(endpoint& e, const std::vector<sansock_socket_t>& s, cons
         report("ka_poll_revents", p.revents);
     });
     report("ka_close", sansock_close(s[3]));
-    auto keepalive_resets = [&] { return stats_of(e.ctx).resets_sent[SANSOCK_RESET_KEEPALIVE_TIMEOUT]; };
-    while (keepalive_resets() < 4 && ms_since(told) < 120000) std::this_thread::sleep_for(20ms);
-    report("keepalive_resets", static_cast<long>(keepalive_resets()));
+    // Sampled every 20 ms: when each keepalive reset was counted, and the longest a stats call
+    // (which takes the context's lock) waited, so a late reset can be told from a stalled context.
+    uint64_t resets = 0;
+    long longest_stats_ms = 0;
+    std::string reset_times;
+    while (resets < 4 && ms_since(told) < 120000) {
+        std::this_thread::sleep_for(20ms);
+        const auto asked = steady_clock::now();
+        const uint64_t now_resets = stats_of(e.ctx).resets_sent[SANSOCK_RESET_KEEPALIVE_TIMEOUT];
+        longest_stats_ms = std::max(longest_stats_ms, ms_since(asked));
+        for (; resets < now_resets; ++resets) reset_times += (reset_times.empty() ? "" : " ") + std::to_string(ms_since(told));
+    }
+    report("keepalive_resets", static_cast<long>(resets));
     report("keepalive_resets_ms", ms_since(told));
+    report("keepalive_reset_times_ms", reset_times);
+    report("longest_stats_ms", longest_stats_ms);
     receiving.join();
     sending.join();
     polling.join();
+    report("longest_destroy_ms", e.longest_destroy_ms());
     for (size_t i = 0; i < 3; ++i) sansock_close(s[i]);
 }
 
