@@ -107,10 +107,12 @@ int stop_layer(context& ctx) {
 }
 
 // While a blocked call leads (sleep_until), the progress thread stays out of the provider and
-// runs what the call's deliveries queue (closes, callbacks) and the time-outs.
+// runs what the call's deliveries queue (closes, callbacks, the release of closed connections'
+// pools) and the time-outs.
 void follow_leader(context& ctx, std::unique_lock<std::mutex>& lock) {
     ctx.changed.wait_for(lock, std::chrono::milliseconds(10));
     if (ctx.stopping) return;
+    if (!ctx.retired_regions.empty()) release_retired_regions(ctx, false);
     check_timers(ctx);
     lock.unlock();
     run_deferred(ctx);
