@@ -63,6 +63,7 @@ ops with_defaults(const ops& table) {
     fill(filled.query_memory, &not_supported_memory);
     fill(filled.register_memory, &not_supported_register);
     fill(filled.deregister_memory, &not_supported_deregister);
+    fill(filled.memory_idle, &not_supported_deregister); // -EOPNOTSUPP: the caller deregisters instead
     fill(filled.describe_memory, &not_supported_describe);
     fill(filled.rdma, &not_supported_operation);
     return filled;

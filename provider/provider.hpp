@@ -254,6 +254,11 @@ struct ops {
     // may still be on the device (verbs: until its flush was reaped, within a few seconds of
     // the close): the caller tries again later (progress). Never allocates.
     int (*deregister_memory)(instance* self, memory_handle memory) = nullptr;
+    // Whether the device is done with a region (optional): 1 when deregister_memory would not
+    // say -EBUSY, 0 while it would, -ENOENT. So a caller can reuse a registered region for a
+    // new connection once every operation that named it is over, without registering again.
+    // Never allocates.
+    int (*memory_idle)(instance* self, memory_handle memory) = nullptr;
     // The descriptor of a remotely accessible region for the peer of connected socket `s` (on
     // verbs the key depends on the device the connection uses). -ENOENT, -ENOTSOCK,
     // -EINVAL (a local-only region, null out), -ENOTCONN, or the socket's failure.

@@ -112,7 +112,7 @@ int stop_layer(context& ctx) {
 void follow_leader(context& ctx, std::unique_lock<std::mutex>& lock) {
     ctx.changed.wait_for(lock, std::chrono::milliseconds(10));
     if (ctx.stopping) return;
-    if (!ctx.retired_regions.empty()) release_retired_regions(ctx, false);
+    if (!ctx.retired_regions.empty() || !ctx.idle_pools.empty()) release_retired_regions(ctx, false);
     check_timers(ctx);
     lock.unlock();
     run_deferred(ctx);
@@ -284,9 +284,9 @@ void run_deferred(context& ctx) {
     }
 }
 
-void retire_region(context& ctx, provider::memory_handle region, uint8_t* memory) {
+void retire_region(context& ctx, provider::memory_handle region, uint8_t* memory, size_t bytes) {
     if (ctx.retired_regions.size() < ctx.retired_regions.capacity()) {
-        ctx.retired_regions.push_back({region, memory}); // within the room reserved with its session
+        ctx.retired_regions.push_back({region, memory, bytes}); // within the room reserved with its session
         return;
     }
     // Not reached (room is made for every session); leaking beats freeing memory in use.
@@ -294,18 +294,50 @@ void retire_region(context& ctx, provider::memory_handle region, uint8_t* memory
 }
 
 void release_retired_regions(context& ctx, bool instance_gone) {
+    const auto now = std::chrono::steady_clock::now();
     std::erase_if(ctx.retired_regions, [&](const context::retired_region& r) {
-        if (!instance_gone && ctx.ops.deregister_memory(ctx.instance, r.region) == -EBUSY) return false;
+        if (instance_gone) {
+            std::free(r.memory);
+            return true;
+        }
+        // Kept registered for the next connection once no operation can touch it any more.
+        if (ctx.idle_pools.size() < ctx.idle_pools.capacity()) {
+            const int idle = ctx.ops.memory_idle(ctx.instance, r.region);
+            if (idle == 0) return false;
+            if (idle == 1) {
+                ctx.idle_pools.push_back({r.region, r.memory, r.bytes, now});
+                return true;
+            }
+        }
+        if (ctx.ops.deregister_memory(ctx.instance, r.region) == -EBUSY) return false;
         std::free(r.memory);
         return true;
     });
+    std::erase_if(ctx.idle_pools, [&](const context::idle_pool& p) {
+        if (!instance_gone && now - p.since < idle_pool_keep) return false;
+        if (!instance_gone && ctx.ops.deregister_memory(ctx.instance, p.region) == -EBUSY) return false; // (not seen: it was idle)
+        std::free(p.memory);
+        return true;
+    });
+}
+
+bool take_idle_pool(context& ctx, size_t bytes, provider::memory_handle* region, uint8_t** memory) {
+    for (auto it = ctx.idle_pools.end(); it != ctx.idle_pools.begin();) { // the most recent first
+        --it;
+        if (it->bytes != bytes) continue;
+        *region = it->region;
+        *memory = it->memory;
+        ctx.idle_pools.erase(it);
+        return true;
+    }
+    return false;
 }
 
 int progress_once(context& ctx, int timeout_ms) {
     int handled = ctx.ops.progress(ctx.instance, timeout_ms);
     {
         std::lock_guard lock(ctx.mutex);
-        if (!ctx.retired_regions.empty()) release_retired_regions(ctx, false);
+        if (!ctx.retired_regions.empty() || !ctx.idle_pools.empty()) release_retired_regions(ctx, false);
         try {
             check_timers(ctx);
         } catch (const std::bad_alloc&) {
@@ -477,6 +509,12 @@ int create_context(const sansock_context_attr* given, const context_hooks& hooks
     const provider::ops* table = hooks.provider_ops;
     if (table == nullptr) table = attr.provider == SANSOCK_PROVIDER_LOOPBACK ? &loopback_ops : &verbs::verbs_ops;
     ctx->ops = provider::with_defaults(*table);
+    try {
+        ctx->idle_pools.reserve(idle_pool_limit);
+    } catch (const std::bad_alloc&) {
+        context_leaves();
+        return -ENOMEM;
+    }
     if (int rc = resolve_session_version(hooks, &ctx->messages)) {
         context_leaves();
         return rc;

@@ -295,15 +295,19 @@ int open_message_session(stream_socket& s, bool accepting) {
     m->recv_buffers = recv_buffers_for(ctx.attr.recv_slots);
     const uint32_t total = m->send_buffers + m->recv_buffers;
     m->memory_bytes = (size_t(total) * m->buffer_size + 4095) / 4096 * 4096;
-    m->memory = static_cast<uint8_t*>(std::aligned_alloc(4096, m->memory_bytes));
     m->ops.reset(new (std::nothrow) message_op[total]);
     m->held.reset(new (std::nothrow) held_buffer[m->recv_buffers]);
-    if (m->memory == nullptr || !m->ops || !m->held) return -ENOMEM;
+    if (!m->ops || !m->held) return -ENOMEM;
     m->free_sends.reserve(m->send_buffers);
     // Room for its retirement: every live pool and every retired one may be retired at once.
     ctx.retired_regions.reserve(ctx.message_sessions + ctx.retired_regions.size() + 1);
-    if (int rc = ctx.ops.register_memory(ctx.instance, m->memory, m->memory_bytes, provider::memory_local, &m->region))
-        return rc;
+    // A pool a closed connection left registered, else a new one.
+    if (!take_idle_pool(ctx, m->memory_bytes, &m->region, &m->memory)) {
+        m->memory = static_cast<uint8_t*>(std::aligned_alloc(4096, m->memory_bytes));
+        if (m->memory == nullptr) return -ENOMEM;
+        if (int rc = ctx.ops.register_memory(ctx.instance, m->memory, m->memory_bytes, provider::memory_local, &m->region))
+            return rc;
+    }
     ++ctx.message_sessions;
     for (uint32_t slot = 0; slot < total; ++slot) {
         message_op& op = m->ops[slot];
@@ -398,13 +402,14 @@ void drop_held(stream_socket& s) {
     }
 }
 
-// The pool is deregistered by the next progress (release_retired_regions), not here: this runs
-// on the closing call's path, and ibv_dereg_mr of a pool cost about 2 ms there on rxe (a
-// hard close took 2.3 ms against 0.28 ms on version 2). A cancelled receive may also still be
-// on the device, which makes deregister_memory -EBUSY until its flush is reaped.
+// The pool is kept for the next connection or deregistered by the next progress
+// (release_retired_regions), not here: this runs on the closing call's path, and ibv_dereg_mr
+// of a pool cost about 2 ms there on rxe (a hard close took 2.3 ms against 0.28 ms on version
+// 2). A cancelled receive may also still be on the device (memory_idle 0, deregister_memory
+// -EBUSY) until its flush is reaped.
 message_session::~message_session() {
     if (region != provider::invalid_memory && ctx->instance != nullptr) {
-        retire_region(*ctx, region, memory);
+        retire_region(*ctx, region, memory, memory_bytes);
         memory = nullptr;
     }
     if (region != provider::invalid_memory) --ctx->message_sessions;

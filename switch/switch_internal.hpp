@@ -174,8 +174,19 @@ struct context {
     struct retired_region {
         provider::memory_handle region;
         uint8_t* memory;
+        size_t bytes;
     };
-    std::vector<retired_region> retired_regions; // pools the provider still used when freed
+    std::vector<retired_region> retired_regions; // pools of ended sessions, not yet released
+    // Registered pools no connection uses, kept (at most idle_pool_limit, for idle_pool_keep)
+    // so that the next connection need not register one: registering a pool cost about 2 ms
+    // on rxe, on the path of a connection's first message (docs/protocol.md 4.1).
+    struct idle_pool {
+        provider::memory_handle region;
+        uint8_t* memory;
+        size_t bytes;
+        std::chrono::steady_clock::time_point since;
+    };
+    std::vector<idle_pool> idle_pools; // capacity idle_pool_limit from the start: never grows
 
     std::mutex mutex;                  // every socket of the context
     std::condition_variable changed;   // any socket's state changed

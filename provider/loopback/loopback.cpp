@@ -212,6 +212,7 @@ const sansock::provider::ops loopback_ops = {
     .query_memory = &sansock::loopback::detail::lb_query_memory,
     .register_memory = &sansock::loopback::detail::lb_register_memory,
     .deregister_memory = &sansock::loopback::detail::lb_deregister_memory,
+    .memory_idle = &sansock::loopback::detail::lb_memory_idle,
     .describe_memory = &sansock::loopback::detail::lb_describe_memory,
     .rdma = &sansock::loopback::detail::lb_rdma,
 };

@@ -291,6 +291,7 @@ void free_regions(loop_instance* inst);
 int lb_register_memory(provider::instance* self, void* address, size_t length, uint32_t access,
                        provider::memory_handle* out);
 int lb_deregister_memory(provider::instance* self, provider::memory_handle memory);
+int lb_memory_idle(provider::instance* self, provider::memory_handle memory);
 int lb_describe_memory(provider::instance* self, provider::memory_handle memory, socket_handle h,
                        provider::remote_memory* out);
 int lb_rdma(provider::instance* self, socket_handle h, operation* op);

@@ -121,6 +121,15 @@ int lb_deregister_memory(provider::instance* self, memory_handle memory) {
     return 0;
 }
 
+int lb_memory_idle(provider::instance* self, memory_handle memory) {
+    loop_instance* inst = as_loop(self);
+    if (inst == nullptr) return -EINVAL;
+    std::lock_guard lock(inst->net->mutex);
+    const lregion* r = inst->regions.find(memory);
+    if (r == nullptr) return -ENOENT;
+    return r->pending > 0 ? 0 : 1;
+}
+
 int lb_describe_memory(provider::instance* self, memory_handle memory, socket_handle h, provider::remote_memory* out) {
     loop_instance* inst = as_loop(self);
     if (inst == nullptr || out == nullptr) return -EINVAL;

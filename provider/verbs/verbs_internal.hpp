@@ -366,6 +366,7 @@ void free_regions(verbs_instance& self);
 int verbs_register_memory(provider::instance* p, void* address, size_t length, uint32_t access,
                           provider::memory_handle* out);
 int verbs_deregister_memory(provider::instance* p, provider::memory_handle memory);
+int verbs_memory_idle(provider::instance* p, provider::memory_handle memory);
 int verbs_describe_memory(provider::instance* p, provider::memory_handle memory, socket_handle h,
                           provider::remote_memory* out);
 int verbs_rdma(provider::instance* p, socket_handle h, operation* op);

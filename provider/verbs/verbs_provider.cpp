@@ -206,6 +206,7 @@ constinit const provider::ops verbs_ops = {
     .query_memory = detail::verbs_query_memory,
     .register_memory = detail::verbs_register_memory,
     .deregister_memory = detail::verbs_deregister_memory,
+    .memory_idle = detail::verbs_memory_idle,
     .describe_memory = detail::verbs_describe_memory,
     .rdma = detail::verbs_rdma,
 };

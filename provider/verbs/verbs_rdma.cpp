@@ -205,6 +205,15 @@ int verbs_deregister_memory(provider::instance* p, memory_handle memory) {
     return 0;
 }
 
+int verbs_memory_idle(provider::instance* p, memory_handle memory) {
+    verbs_instance* self = self_of(p);
+    if (self == nullptr) return -EINVAL;
+    std::lock_guard lock(self->mutex);
+    const vregion* r = self->regions.find(memory);
+    if (r == nullptr) return -ENOENT;
+    return r->pending > 0 || r->posted > 0 ? 0 : 1;
+}
+
 int verbs_describe_memory(provider::instance* p, memory_handle memory, socket_handle h, provider::remote_memory* out) {
     verbs_instance* self = self_of(p);
     if (self == nullptr || out == nullptr) return -EINVAL;

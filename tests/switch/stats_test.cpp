@@ -2,7 +2,9 @@
 // sansock_context_stats: every counter moves exactly as its comment in sansock.h says, for
 // each close mode and each kind of reset; registered_bytes follows the connections; short
 // sizes get the leading whole fields; NULL and too small are -EINVAL.
+#include <chrono>
 #include <cstddef>
+#include <thread>
 
 #include "tests/switch/switch_test_support.hpp"
 
@@ -105,6 +107,39 @@ TEST_CASE("DONTLINGER closes on both ends: connects, accepts, closes, graceful c
     // Back where it started once the connections are gone.
     CHECK(eventually([&] { return stats_of(a).registered_bytes == a_memory; }));
     CHECK(eventually([&] { return stats_of(b).registered_bytes == 0; }));
+}
+
+TEST_CASE("Version 3: a closed connection's pool stays registered for the next connection, then goes") {
+    watchdog guard("stats, pool reuse");
+    world w;
+    w.session_version = 3;
+    sansock_context* a = w.host();
+    sansock_context* b = w.host();
+    const connection c = connect_pair(a, b);
+    const uint64_t pool = stats_of(a).registered_bytes;
+    REQUIRE(pool > 0);
+    REQUIRE(set_linger(c.client, 1, 0) == 0);
+    REQUIRE(sansock_close(c.client) == 0);
+    CHECK(wait_for_recv_error(c.server) == -ECONNRESET);
+    REQUIRE(sansock_close(c.server) == 0);
+    // A few progress rounds (each at most 100 ms): the pool is idle now, and kept registered
+    // (deregistered, registered_bytes would be 0).
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    CHECK(stats_of(a).registered_bytes == pool);
+    // The next connection takes it: nothing more is registered, and it carries data.
+    const connection again = connect_pair(a, b);
+    CHECK(stats_of(a).registered_bytes == pool);
+    transfer(again.client, again.server, 100000);
+    transfer(again.server, again.client, 1000);
+    REQUIRE(set_linger(again.client, 1, 0) == 0);
+    REQUIRE(sansock_close(again.client) == 0);
+    CHECK(wait_for_recv_error(again.server) == -ECONNRESET);
+    REQUIRE(sansock_close(again.server) == 0);
+    // Unused for idle_pool_keep (1 s), it goes.
+    CHECK(eventually([&] { return stats_of(a).registered_bytes == 0; }));
+    CHECK(eventually([&] { return stats_of(b).registered_bytes == 0; }));
+    CHECK(sansock_close(c.listener) == 0);
+    CHECK(sansock_close(again.listener) == 0);
 }
 
 TEST_CASE("LINGER 0: an abortive close and a reset sent; the peer receives the reset") {
