@@ -112,7 +112,7 @@ int stop_layer(context& ctx) {
 void follow_leader(context& ctx, std::unique_lock<std::mutex>& lock) {
     ctx.changed.wait_for(lock, std::chrono::milliseconds(10));
     if (ctx.stopping) return;
-    if (!ctx.retired_regions.empty() || !ctx.idle_pools.empty()) release_retired_regions(ctx, false);
+    release_pools(ctx, false);
     check_timers(ctx);
     lock.unlock();
     run_deferred(ctx);
@@ -284,60 +284,11 @@ void run_deferred(context& ctx) {
     }
 }
 
-void retire_region(context& ctx, provider::memory_handle region, uint8_t* memory, size_t bytes) {
-    if (ctx.retired_regions.size() < ctx.retired_regions.capacity()) {
-        ctx.retired_regions.push_back({region, memory, bytes}); // within the room reserved with its session
-        return;
-    }
-    // Not reached (room is made for every session); leaking beats freeing memory in use.
-    log_message(ctx, SANSOCK_LOG_ERROR, "a connection's control buffers could not be kept for their release");
-}
-
-void release_retired_regions(context& ctx, bool instance_gone) {
-    const auto now = std::chrono::steady_clock::now();
-    std::erase_if(ctx.retired_regions, [&](const context::retired_region& r) {
-        if (instance_gone) {
-            std::free(r.memory);
-            return true;
-        }
-        // Kept registered for the next connection once no operation can touch it any more.
-        if (ctx.idle_pools.size() < ctx.idle_pools.capacity()) {
-            const int idle = ctx.ops.memory_idle(ctx.instance, r.region);
-            if (idle == 0) return false;
-            if (idle == 1) {
-                ctx.idle_pools.push_back({r.region, r.memory, r.bytes, now});
-                return true;
-            }
-        }
-        if (ctx.ops.deregister_memory(ctx.instance, r.region) == -EBUSY) return false;
-        std::free(r.memory);
-        return true;
-    });
-    std::erase_if(ctx.idle_pools, [&](const context::idle_pool& p) {
-        if (!instance_gone && now - p.since < idle_pool_keep) return false;
-        if (!instance_gone && ctx.ops.deregister_memory(ctx.instance, p.region) == -EBUSY) return false; // (not seen: it was idle)
-        std::free(p.memory);
-        return true;
-    });
-}
-
-bool take_idle_pool(context& ctx, size_t bytes, provider::memory_handle* region, uint8_t** memory) {
-    for (auto it = ctx.idle_pools.end(); it != ctx.idle_pools.begin();) { // the most recent first
-        --it;
-        if (it->bytes != bytes) continue;
-        *region = it->region;
-        *memory = it->memory;
-        ctx.idle_pools.erase(it);
-        return true;
-    }
-    return false;
-}
-
 int progress_once(context& ctx, int timeout_ms) {
     int handled = ctx.ops.progress(ctx.instance, timeout_ms);
     {
         std::lock_guard lock(ctx.mutex);
-        if (!ctx.retired_regions.empty() || !ctx.idle_pools.empty()) release_retired_regions(ctx, false);
+        release_pools(ctx, false);
         try {
             check_timers(ctx);
         } catch (const std::bad_alloc&) {
@@ -350,104 +301,6 @@ int progress_once(context& ctx, int timeout_ms) {
 }
 
 namespace {
-// The busy-poll phase of a wait: the caller's thread delivers the socket's completions itself.
-// True if `ready()` became true; false when the poll time ran out, the deadline passed or the
-// provider cannot poll the socket (the caller then sleeps as usual).
-bool busy_poll(context& ctx, std::unique_lock<std::mutex>& lock, ready_fn ready,
-               std::optional<time_point> deadline, clock_kind clock, stream_socket& s,
-               std::chrono::microseconds poll_for) {
-    const provider::socket_handle socket = s.ps;
-    const auto poll_end = std::chrono::steady_clock::now() + poll_for;
-    bool delivered = false;
-    bool polling = false;
-    bool became_ready = false;
-    for (;;) {
-        if ((became_ready = ready())) break;
-        const auto now = std::chrono::steady_clock::now();
-        if (now >= poll_end) break;
-        if (deadline && (clock == clock_kind::context ? ctx.now() : now) >= *deadline) break;
-        lock.unlock();
-        const int rc = ctx.ops.progress_socket(ctx.instance, socket, polling ? 0 : provider::poll_start);
-        lock.lock();
-        if (rc < 0) break;
-        polling = true;
-        delivered |= rc > 0;
-    }
-    if (polling) {
-        // The caller is likely to poll again soon: unless it is going to sleep, or someone
-        // else needs progress to hear of this socket (another waiter, async operations,
-        // queued data, a background close, its descriptor in someone's poll set), progress is
-        // not woken for its completions.
-        const bool quiet = became_ready && s.waiters <= 1 && s.async_recvs.empty() && s.send_queue.empty() &&
-                           !s.closing && !s.shut_write && !s.fd.is_open();
-        lock.unlock();
-        const int rc = ctx.ops.progress_socket(ctx.instance, socket,
-                                               provider::poll_stop | (quiet ? provider::poll_stay_unarmed : 0));
-        lock.lock();
-        delivered |= rc > 0;
-        if (quiet && rc >= 0 && s.ps == socket) s.notifications_off = true;
-    }
-    const bool is_ready = ready();
-    // What those completions queued (user callbacks, closes) is run by the progress thread.
-    if (delivered && (!ctx.callbacks.empty() || !ctx.provider_closes.empty())) ctx.ops.wake(ctx.instance);
-    return is_ready;
-}
-
-// Leads: waits in the provider itself (at most 20 ms at a time, so an injected clock and
-// destroy are noticed) until `ready()`, the deadline or destroy, delivering completions on this
-// thread; the progress thread is asked out of its wait first (it follows, follow_leader).
-void lead(context& ctx, std::unique_lock<std::mutex>& lock, ready_fn ready, std::optional<time_point> deadline,
-          clock_kind clock) {
-    ctx.leading = true;
-    ctx.leader = std::this_thread::get_id();
-    ctx.ops.wake(ctx.instance);
-    for (;;) {
-        int slice_ms = 20;
-        if (deadline && clock == clock_kind::real) {
-            const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now());
-            slice_ms = static_cast<int>(std::clamp<int64_t>(left.count(), 0, 20));
-        }
-        lock.unlock();
-        const int rc = ctx.ops.progress(ctx.instance, slice_ms);
-        lock.lock();
-        if (rc < 0 || ready() || ctx.stopping) break;
-        const time_point now = clock == clock_kind::context ? ctx.now() : std::chrono::steady_clock::now();
-        if (deadline && now >= *deadline) break;
-    }
-    ctx.leading = false;
-    ctx.leader = {};
-    ctx.changed.notify_all(); // the progress thread takes over again
-}
-
-bool sleep_until(context& ctx, std::unique_lock<std::mutex>& lock, ready_fn ready,
-                 std::optional<time_point> deadline, clock_kind clock) {
-    for (;;) {
-        if (ready()) return true;
-        const time_point now = clock == clock_kind::context ? ctx.now() : std::chrono::steady_clock::now();
-        if (deadline && now >= *deadline) return false;
-        if (ctx.manual_progress) {
-            lock.unlock();
-            progress_once(ctx, 10);
-            lock.lock();
-        } else if (!ctx.leading && !ctx.stopping) {
-            lead(ctx, lock, ready, deadline, clock);
-        } else {
-            // Short slices: with an injected clock the deadline moves only when the test says.
-            ctx.changed.wait_for(lock, std::chrono::milliseconds(20));
-        }
-    }
-}
-
-// How long a wait busy-polls: about twice as long as the socket's last wait took, so that a
-// connection whose replies come quickly is served without a thread hand-off, within
-// [50 us, attr.busy_poll_us]; a socket whose last wait was longer than that polls 50 us.
-std::chrono::microseconds poll_time(const context& ctx, const stream_socket& s) {
-    const uint32_t most = ctx.attr.busy_poll_us;
-    const uint32_t least = std::min<uint32_t>(50, most);
-    if (s.last_wait_us >= most) return std::chrono::microseconds(least);
-    return std::chrono::microseconds(std::clamp<uint32_t>(2 * s.last_wait_us, least, most));
-}
-
 // The session protocol of a new context (context_hooks::session_version): true in *messages
 // for version 3. A SANSOCK_SESSION_PROTOCOL that is neither 2 nor 3 fails the create.
 int resolve_session_version(const context_hooks& hooks, bool* messages) {
@@ -461,20 +314,6 @@ int resolve_session_version(const context_hooks& hooks, bool* messages) {
     return 0;
 }
 } // namespace
-
-bool wait_until(context& ctx, std::unique_lock<std::mutex>& lock, ready_fn ready,
-                std::optional<time_point> deadline, clock_kind clock, stream_socket* polled) {
-    if (polled == nullptr || polled->ps == provider::invalid_socket || ctx.manual_progress || ctx.attr.busy_poll_us == 0)
-        return sleep_until(ctx, lock, ready, deadline, clock);
-    const auto started = std::chrono::steady_clock::now();
-    const bool is_ready = busy_poll(ctx, lock, ready, deadline, clock, *polled, poll_time(ctx, *polled)) ||
-                          sleep_until(ctx, lock, ready, deadline, clock);
-    if (is_ready) {
-        const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
-        polled->last_wait_us = static_cast<uint32_t>(std::min<int64_t>(waited.count(), UINT32_MAX));
-    }
-    return is_ready;
-}
 
 int create_context(const sansock_context_attr* given, const context_hooks& hooks, sansock_context** out) {
     if (out == nullptr) return -EINVAL;
@@ -685,7 +524,7 @@ extern "C" int sansock_context_destroy(sansock_context* c) try {
         std::lock_guard lock(ctx->mutex);
         // The provider is gone, and every registration with it: the pools are only memory now.
         ctx->instance = nullptr;
-        sansock::sw::release_retired_regions(*ctx, true);
+        sansock::sw::release_pools(*ctx, true);
         ctx->provider_closes.clear();
         callbacks.swap(ctx->callbacks);
     }

@@ -403,13 +403,13 @@ void drop_held(stream_socket& s) {
 }
 
 // The pool is kept for the next connection or deregistered by the next progress
-// (release_retired_regions), not here: this runs on the closing call's path, and ibv_dereg_mr
+// (release_pools), not here: this runs on the closing call's path, and ibv_dereg_mr
 // of a pool cost about 2 ms there on rxe (a hard close took 2.3 ms against 0.28 ms on version
 // 2). A cancelled receive may also still be on the device (memory_idle 0, deregister_memory
 // -EBUSY) until its flush is reaped.
 message_session::~message_session() {
     if (region != provider::invalid_memory && ctx->instance != nullptr) {
-        retire_region(*ctx, region, memory, memory_bytes);
+        retire_pool(*ctx, region, memory, memory_bytes);
         memory = nullptr;
     }
     if (region != provider::invalid_memory) --ctx->message_sessions;

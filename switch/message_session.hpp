@@ -76,7 +76,7 @@ struct message_session {
     message_session(const message_session&) = delete;
     message_session& operator=(const message_session&) = delete;
     // Deregisters the pool and frees it; while the provider may still use it (a cancelled
-    // receive's flush), the context keeps it and retries (retire_region).
+    // receive's flush), the context keeps it and retries (retire_pool).
     ~message_session();
 };
 
@@ -97,17 +97,17 @@ size_t peek_held(const stream_socket& s, uint8_t* out, size_t length); // MSG_PE
 // back to the peer, unless the connection has failed.
 void drop_held(stream_socket& s);
 
-// --- context.cpp --------------------------------------------------------------------------------
+// --- message_pools.cpp --------------------------------------------------------------------------
 // Pools kept for reuse (context::idle_pools): at most this many, each for at most this long.
 inline constexpr size_t idle_pool_limit = 8;
 inline constexpr auto idle_pool_keep = std::chrono::seconds(1);
 // Takes an ended session's pool until the next progress: once the provider is done with it
 // (memory_idle), it becomes an idle pool if there is room, else it is deregistered and freed
 // (freed at destroy). Never allocates: room is reserved with each session.
-void retire_region(context& ctx, provider::memory_handle region, uint8_t* memory, size_t bytes);
+void retire_pool(context& ctx, provider::memory_handle region, uint8_t* memory, size_t bytes);
 // The retired pools the provider is done with, and the idle pools kept past idle_pool_keep
 // (all of them when `instance_gone`), released; run by every progress.
-void release_retired_regions(context& ctx, bool instance_gone);
+void release_pools(context& ctx, bool instance_gone);
 // An idle pool of `bytes`, out of the context (false when there is none).
 bool take_idle_pool(context& ctx, size_t bytes, provider::memory_handle* region, uint8_t** memory);
 

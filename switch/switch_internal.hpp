@@ -259,11 +259,12 @@ bool in_callbacks_of(context& ctx);
 int progress_once(context& ctx, int timeout_ms);
 // Runs the hard closes and user callbacks collected under the lock (call without the lock).
 void run_deferred(context& ctx);
+// --- waiting.cpp -------------------------------------------------------------------------------
 // Waits (lock held on entry and exit) until `ready()` or `deadline`; true if ready. Drives
 // progress itself in manual mode. Protocol time-outs (linger, graceful) are measured on the
 // context's clock, which tests may inject; the caller's own waits (poll, SO_RCVTIMEO,
 // SO_SNDTIMEO, connect) on the real one. With `polled`, a thread-progress context first
-// busy-polls that socket's connection (see poll_time in context.cpp); `polled` must stay alive.
+// busy-polls that socket's connection (see poll_time in waiting.cpp); `polled` must stay alive.
 enum class clock_kind { context, real };
 // What a wait tests: a reference to the caller's callable (which outlives the call), not a
 // std::function, which may allocate: a wait (a lingering close among them) needs no memory.
