@@ -108,13 +108,16 @@ int lb_register_memory(provider::instance* self, void* address, size_t length, u
     return 0;
 }
 
+// An operation not yet completed names the region (what -EBUSY and memory_idle report).
+static bool region_busy(const lregion& r) { return r.pending > 0; }
+
 int lb_deregister_memory(provider::instance* self, memory_handle memory) {
     loop_instance* inst = as_loop(self);
     if (inst == nullptr) return -EINVAL;
     std::lock_guard lock(inst->net->mutex);
     lregion* r = inst->regions.find(memory);
     if (r == nullptr) return -ENOENT;
-    if (r->pending > 0) return -EBUSY;
+    if (region_busy(*r)) return -EBUSY;
     inst->keys.erase(r->key);
     inst->regions.remove(memory);
     delete r;
@@ -127,7 +130,7 @@ int lb_memory_idle(provider::instance* self, memory_handle memory) {
     std::lock_guard lock(inst->net->mutex);
     const lregion* r = inst->regions.find(memory);
     if (r == nullptr) return -ENOENT;
-    return r->pending > 0 ? 0 : 1;
+    return region_busy(*r) ? 0 : 1;
 }
 
 int lb_describe_memory(provider::instance* self, memory_handle memory, socket_handle h, provider::remote_memory* out) {

@@ -193,13 +193,17 @@ int verbs_register_memory(provider::instance* p, void* address, size_t length, u
     return 0;
 }
 
+// An operation the device may still carry out names the region (what -EBUSY and memory_idle
+// report).
+static bool region_busy(const vregion& r) { return r.pending > 0 || r.posted > 0; }
+
 int verbs_deregister_memory(provider::instance* p, memory_handle memory) {
     verbs_instance* self = self_of(p);
     if (self == nullptr) return -EINVAL;
     std::lock_guard lock(self->mutex);
     vregion* r = self->regions.find(memory);
     if (r == nullptr) return -ENOENT;
-    if (r->pending > 0 || r->posted > 0) return -EBUSY;
+    if (region_busy(*r)) return -EBUSY;
     self->regions.remove(memory);
     delete r; // ibv_dereg_mr: the keys are invalid from now on
     return 0;
@@ -211,7 +215,7 @@ int verbs_memory_idle(provider::instance* p, memory_handle memory) {
     std::lock_guard lock(self->mutex);
     const vregion* r = self->regions.find(memory);
     if (r == nullptr) return -ENOENT;
-    return r->pending > 0 || r->posted > 0 ? 0 : 1;
+    return region_busy(*r) ? 0 : 1;
 }
 
 int verbs_describe_memory(provider::instance* p, memory_handle memory, socket_handle h, provider::remote_memory* out) {

@@ -2,6 +2,7 @@
 // sansock_context_stats: every counter moves exactly as its comment in sansock.h says, for
 // each close mode and each kind of reset; registered_bytes follows the connections; short
 // sizes get the leading whole fields; NULL and too small are -EINVAL.
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <thread>
@@ -109,15 +110,36 @@ TEST_CASE("DONTLINGER closes on both ends: connects, accepts, closes, graceful c
     CHECK(eventually([&] { return stats_of(b).registered_bytes == 0; }));
 }
 
+// Counts the client's register_memory calls (the loopback provider's otherwise).
+std::atomic<int> registrations{0};
+int counting_register(provider::instance* self, void* address, size_t length, uint32_t access,
+                      provider::memory_handle* out) {
+    ++registrations;
+    return loopback_ops.register_memory(self, address, length, access, out);
+}
+const provider::ops& counting_ops() {
+    static const provider::ops table = [] {
+        provider::ops t = provider::with_defaults(loopback_ops);
+        t.name = "counting-loopback";
+        t.register_memory = &counting_register;
+        return t;
+    }();
+    return table;
+}
+
 TEST_CASE("Version 3: a closed connection's pool stays registered for the next connection, then goes") {
     watchdog guard("stats, pool reuse");
     world w;
     w.session_version = 3;
-    sansock_context* a = w.host();
+    host_options counted;
+    counted.provider_ops = &counting_ops();
+    registrations = 0;
+    sansock_context* a = w.host(counted);
     sansock_context* b = w.host();
     const connection c = connect_pair(a, b);
     const uint64_t pool = stats_of(a).registered_bytes;
     REQUIRE(pool > 0);
+    CHECK(registrations == 1);
     REQUIRE(set_linger(c.client, 1, 0) == 0);
     REQUIRE(sansock_close(c.client) == 0);
     CHECK(wait_for_recv_error(c.server) == -ECONNRESET);
@@ -126,8 +148,9 @@ TEST_CASE("Version 3: a closed connection's pool stays registered for the next c
     // (deregistered, registered_bytes would be 0).
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     CHECK(stats_of(a).registered_bytes == pool);
-    // The next connection takes it: nothing more is registered, and it carries data.
+    // The next connection takes it: nothing is registered again, and it carries data.
     const connection again = connect_pair(a, b);
+    CHECK(registrations == 1);
     CHECK(stats_of(a).registered_bytes == pool);
     transfer(again.client, again.server, 100000);
     transfer(again.server, again.client, 1000);
