@@ -58,12 +58,7 @@ int counting_close(provider::instance* self, provider::socket_handle s) {
 }
 
 const provider::ops& counting_ops() {
-    static const provider::ops table = [] {
-        provider::ops t = provider::with_defaults(loopback_ops);
-        t.name = "counting-loopback";
-        t.close = &counting_close;
-        return t;
-    }();
+    static const provider::ops table = loopback_ops_with("counting-loopback", [](provider::ops& t) { t.close = &counting_close; });
     return table;
 }
 

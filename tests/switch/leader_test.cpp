@@ -39,12 +39,7 @@ int recording_progress(provider::instance* self, int timeout_ms) {
 }
 
 const provider::ops& recording_ops() {
-    static const provider::ops table = [] {
-        provider::ops t = provider::with_defaults(loopback_ops);
-        t.name = "recording-loopback";
-        t.progress = &recording_progress;
-        return t;
-    }();
+    static const provider::ops table = loopback_ops_with("recording-loopback", [](provider::ops& t) { t.progress = &recording_progress; });
     return table;
 }
 

@@ -118,12 +118,7 @@ int counting_register(provider::instance* self, void* address, size_t length, ui
     return loopback_ops.register_memory(self, address, length, access, out);
 }
 const provider::ops& counting_ops() {
-    static const provider::ops table = [] {
-        provider::ops t = provider::with_defaults(loopback_ops);
-        t.name = "counting-loopback";
-        t.register_memory = &counting_register;
-        return t;
-    }();
+    static const provider::ops table = loopback_ops_with("counting-loopback", [](provider::ops& t) { t.register_memory = &counting_register; });
     return table;
 }
 

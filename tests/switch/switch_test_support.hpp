@@ -173,6 +173,16 @@ inline sansock_socket_t accept_one(sansock_socket_t listener) {
     return out;
 }
 
+// The loopback provider's table named `name`, with `change` applied to it: a test's wrapper
+// around one of its entries (counting, recording).
+template <typename Change>
+provider::ops loopback_ops_with(const char* name, Change change) {
+    provider::ops t = provider::with_defaults(loopback_ops);
+    t.name = name;
+    change(t);
+    return t;
+}
+
 struct connection {
     sansock_socket_t client = 0; // on the client context
     sansock_socket_t server = 0; // on the server context
