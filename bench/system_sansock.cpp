@@ -4,6 +4,8 @@
 #include <arpa/inet.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -28,6 +30,16 @@ struct context {
         if (int rc = context_owner::create(&attr, ctx)) return fail("context", rc);
         if (!parse_address(ip, 0, local)) return fail("address", -EINVAL);
         return 0;
+    }
+    // How this context's blocking waits ended (SANSOCK_BENCH_WAITS=1: a line on stderr per row).
+    void report_waits(const char* side, const request& r) {
+        if (std::getenv("SANSOCK_BENCH_WAITS") == nullptr) return;
+        struct sansock_context_stats st{};
+        st.size = sizeof st;
+        if (sansock_context_stats(ctx.get(), &st) != 0) return;
+        std::fprintf(stderr, "sansock-bench: %s %s %llu: waits busy-polled %llu, slept %llu\n", side,
+                     scenario_name(r.what), static_cast<unsigned long long>(r.param),
+                     static_cast<unsigned long long>(st.waits_polled), static_cast<unsigned long long>(st.waits_slept));
     }
     int fail(const char* what, int rc) {
         why = std::string(what) + ": " + sansock_strerror(rc);
@@ -213,6 +225,7 @@ int run(const request& r, control& ctl, measurement& out, std::string& why) {
             if (sansock_recv(client, b.data(), size, MSG_WAITALL) != static_cast<ssize_t>(size)) return -EIO;
             return double(now_ns() - t0);
         });
+        f.report_waits("client", r);
         close_hard(client);
         return rc;
     }
@@ -417,6 +430,7 @@ int serve_scenario(context& f, sansock_socket_t listener, const request& r, cont
             if (sansock_send(s, b.data(), size, 0) != static_cast<ssize_t>(size)) return f.fail("echo send", -EIO);
             return 0;
         });
+        f.report_waits("peer", r);
         drain(s);
         close_hard(s);
         return rc;

@@ -159,6 +159,8 @@ struct sansock_context_stats {
     uint64_t bytes_sent;               /* stream payload bytes handed to the provider */
     uint64_t bytes_received;           /* stream payload bytes received from peers (read or not) */
     uint64_t registered_bytes;         /* memory registered with the device now (loopback: what verbs would register) */
+    uint64_t waits_polled;             /* blocking waits on a socket that ended while busy-polling it */
+    uint64_t waits_slept;              /* blocking waits on a socket that went on to sleep (or lead progress) */
 };
 
 /* Fills *out: the counters as one snapshot, then registered_bytes. out->size must be set: a

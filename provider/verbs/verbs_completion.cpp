@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "provider/verbs/verbs_internal.hpp"
 
@@ -95,9 +96,12 @@ void on_device_completions(void* context, int, uint32_t) noexcept {
 
 // Sockets left unarmed whose poller did not come back: progress hears of them again.
 static void rearm_abandoned(verbs_instance& self) {
-    const auto now = std::chrono::steady_clock::now();
-    for (auto& [s, owned] : self.sockets)
-        if (s->left_unarmed && s->busy_pollers == 0 && now - s->unarmed_since >= unarmed_limit) rearm_completions(self, *s);
+    std::optional<std::chrono::steady_clock::time_point> now; // read only if needed: every progress runs this
+    for (auto& [s, owned] : self.sockets) {
+        if (!s->left_unarmed || s->busy_pollers != 0) continue;
+        if (!now) now = std::chrono::steady_clock::now();
+        if (*now - s->unarmed_since >= unarmed_limit) rearm_completions(self, *s);
+    }
 }
 
 // Claims `s` for this thread's delivery; false when another thread is delivering for it.

@@ -160,6 +160,64 @@ TEST_CASE("Version 3: a closed connection's pool stays registered for the next c
     CHECK(sansock_close(again.listener) == 0);
 }
 
+// A provider that can "poll" a socket without delivering anything itself: the progress
+// thread delivers, and a waiting call sees the data while it polls.
+int idle_poll(provider::instance*, provider::socket_handle, uint32_t) { return 0; }
+const provider::ops& polling_ops() {
+    static const provider::ops table = loopback_ops_with("polling-loopback", [](provider::ops& t) { t.progress_socket = &idle_poll; });
+    return table;
+}
+
+// One blocking recv on `c.server` of a byte that `c.client` sends after `delay`.
+void wait_for_byte(const connection& c, milliseconds delay) {
+    std::thread sender([&] {
+        std::this_thread::sleep_for(delay);
+        const char byte = 'x';
+        CHECK(sansock_send(c.client, &byte, 1, 0) == 1);
+    });
+    char got = 0;
+    CHECK(bounded("recv", [&] { return sansock_recv(c.server, &got, 1, 0); }) == 1);
+    sender.join();
+}
+
+TEST_CASE("waits_polled and waits_slept: how each blocking wait on a socket ended") {
+    watchdog guard("stats, waits");
+    world w;
+    host_options o;
+    o.provider_ops = &polling_ops();
+    o.busy_poll_us = 1000000; // a wait may poll up to twice as long as the socket's last one
+    o.use_manual_clock = false;
+    sansock_context* a = w.host(o);
+    sansock_context* b = w.host(o);
+    const connection c = connect_pair(a, b);
+    const struct sansock_context_stats before = stats_of(b);
+    // The first wait polls 50 us only: the byte 100 ms later finds it asleep.
+    wait_for_byte(c, milliseconds(100));
+    struct sansock_context_stats s = stats_of(b);
+    CHECK(s.waits_slept == before.waits_slept + 1);
+    CHECK(s.waits_polled == before.waits_polled);
+    // The next polls up to about 200 ms: a byte 5 ms later arrives while it polls.
+    wait_for_byte(c, milliseconds(5));
+    s = stats_of(b);
+    CHECK(s.waits_slept == before.waits_slept + 1);
+    CHECK(s.waits_polled == before.waits_polled + 1);
+    // A context that never busy-polls counts neither.
+    host_options never;
+    never.busy_poll_us = SANSOCK_NO_BUSY_POLL;
+    never.use_manual_clock = false;
+    sansock_context* x = w.host(never);
+    sansock_context* y = w.host(never);
+    const connection quiet = connect_pair(x, y);
+    wait_for_byte(quiet, milliseconds(50));
+    CHECK(stats_of(y).waits_polled == 0);
+    CHECK(stats_of(y).waits_slept == 0);
+    for (const connection* k : {&c, &quiet}) {
+        CHECK(sansock_close(k->client) == 0);
+        CHECK(sansock_close(k->server) == 0);
+        CHECK(sansock_close(k->listener) == 0);
+    }
+}
+
 TEST_CASE("LINGER 0: an abortive close and a reset sent; the peer receives the reset") {
     watchdog guard("stats, LINGER 0");
     world w;
